@@ -1,0 +1,323 @@
+//! The work behind each supported PKCS#11 function, on safe Rust types.
+//!
+//! Only login and signing reach the keyserver; every other function is answered from the
+//! catalogue the keyserver sent when the connection was authenticated.
+
+use cryptoki_sys::*;
+use keyrelay_protocol::{KeySecret, MechanismEntry, SignRequest};
+
+use crate::attributes;
+use crate::error::{Error, Result};
+use crate::module::{self, Module};
+use crate::sign::{self, SignOperation};
+use crate::token;
+
+/// Result of C_Sign or C_SignFinal before it is written to the caller.
+#[derive(Debug)]
+pub(crate) enum Signed {
+    /// The caller asked for the length only; the operation stays active.
+    Length(usize),
+    /// The caller's buffer is too short for this length; the operation stays active.
+    TooSmall(usize),
+    /// The signature; the operation has ended.
+    Signature(Vec<u8>),
+}
+
+/// Fetches the catalogue when the configuration holds a KeySecret and it is still missing.
+///
+/// A rejected KeySecret leaves the configured token names as the only slots, so that the
+/// caller's C_Login reports CKR_PIN_INCORRECT instead of every call failing.
+fn ensure_catalogue(module: &Module) -> Result<()> {
+    let Some(secret) = module.configured_secret.clone() else {
+        return Ok(());
+    };
+    if module.state().catalogue_loaded() {
+        return Ok(());
+    }
+    match authenticate(module, secret) {
+        Err(Error::PinIncorrect) => {
+            tracing::error!("the keyserver rejected the configured KeyId or KeySecret");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn authenticate(module: &Module, secret: KeySecret) -> Result<()> {
+    let remote = module.remote.clone();
+    let catalogue = module.block_on(async move { remote.authenticate(secret).await })?;
+    tracing::debug!(tokens = catalogue.tokens.len(), "catalogue received");
+    module.state().merge_catalogue(catalogue);
+    Ok(())
+}
+
+pub(crate) fn slot_list() -> Result<Vec<CK_SLOT_ID>> {
+    let module = module::get()?;
+    ensure_catalogue(&module)?;
+    Ok(module.state().slot_ids())
+}
+
+pub(crate) fn slot_info(slot_id: CK_SLOT_ID, info: &mut CK_SLOT_INFO) -> Result<()> {
+    let module = module::get()?;
+    let state = module.state();
+    token::fill_slot_info(&state.slot(slot_id)?.token, info);
+    Ok(())
+}
+
+pub(crate) fn token_info(slot_id: CK_SLOT_ID, info: &mut CK_TOKEN_INFO) -> Result<()> {
+    let module = module::get()?;
+    let state = module.state();
+    let sessions = state.session_count(slot_id);
+    token::fill_token_info(&state.slot(slot_id)?.token, sessions, info);
+    Ok(())
+}
+
+/// Returns the mechanisms of a slot: the catalogue's, or before it arrives the ones the
+/// module can forward, with default sizes.
+fn mechanisms(module: &Module, slot_id: CK_SLOT_ID) -> Result<Vec<MechanismEntry>> {
+    let state = module.state();
+    let slot = state.slot(slot_id)?;
+    if !state.catalogue_loaded() {
+        return Ok(token::default_mechanisms());
+    }
+    let usable = slot
+        .token
+        .mechanisms
+        .iter()
+        .filter(|entry| CK_MECHANISM_TYPE::try_from(entry.mechanism).is_ok_and(sign::supports));
+    Ok(usable.cloned().collect())
+}
+
+pub(crate) fn mechanism_list(slot_id: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+    let module = module::get()?;
+    let entries = mechanisms(&module, slot_id)?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| CK_MECHANISM_TYPE::try_from(e.mechanism).ok())
+        .collect())
+}
+
+pub(crate) fn mechanism_info(
+    slot_id: CK_SLOT_ID,
+    mechanism: CK_MECHANISM_TYPE,
+    info: &mut CK_MECHANISM_INFO,
+) -> Result<()> {
+    let module = module::get()?;
+    let entries = mechanisms(&module, slot_id)?;
+    let entry = entries
+        .iter()
+        .find(|entry| CK_MECHANISM_TYPE::try_from(entry.mechanism) == Ok(mechanism))
+        .ok_or(Error::MechanismInvalid(mechanism))?;
+    token::fill_mechanism_info(entry, info);
+    Ok(())
+}
+
+pub(crate) fn open_session(slot_id: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+    module::get()?.state().open_session(slot_id, flags)
+}
+
+pub(crate) fn close_session(session: CK_SESSION_HANDLE) -> Result<()> {
+    module::get()?.state().close_session(session)
+}
+
+pub(crate) fn close_all_sessions(slot_id: CK_SLOT_ID) -> Result<()> {
+    module::get()?.state().close_all_sessions(slot_id)
+}
+
+pub(crate) fn session_info(session: CK_SESSION_HANDLE, info: &mut CK_SESSION_INFO) -> Result<()> {
+    let module = module::get()?;
+    let state = module.state();
+    let entry = state.session(session)?;
+    info.slotID = entry.slot_id;
+    info.state = state.session_state(session)?;
+    info.flags = CKF_SERIAL_SESSION | if entry.read_write { CKF_RW_SESSION } else { 0 };
+    info.ulDeviceError = 0;
+    Ok(())
+}
+
+/// Logs the user in (C_Login).
+///
+/// With a KeySecret in the configuration, the connection is authenticated with it and the
+/// PIN is ignored. Without one, the PIN is the KeySecret: a new connection authenticates with
+/// it unless the current one already did.
+pub(crate) fn login(session: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+    let module = module::get()?;
+    let slot_id = {
+        let state = module.state();
+        let slot_id = state.session(session)?.slot_id;
+        if user_type != CKU_USER {
+            return Err(Error::UserTypeInvalid(user_type));
+        }
+        if state.slot(slot_id)?.logged_in {
+            return Err(Error::UserAlreadyLoggedIn);
+        }
+        slot_id
+    };
+    let secret = match &module.configured_secret {
+        Some(secret) => secret.clone(),
+        None => KeySecret::new(pin.to_vec()),
+    };
+    let remote = module.remote.clone();
+    let check = secret.clone();
+    let current = module.block_on(async move { Ok(remote.is_authenticated_with(&check).await) })?;
+    if !current || !module.state().catalogue_loaded() {
+        authenticate(&module, secret)?;
+    }
+    module.state().slot_mut(slot_id)?.logged_in = true;
+    Ok(())
+}
+
+pub(crate) fn logout(session: CK_SESSION_HANDLE) -> Result<()> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let slot_id = state.session(session)?.slot_id;
+    let slot = state.slot_mut(slot_id)?;
+    if !slot.logged_in {
+        return Err(Error::UserNotLoggedIn);
+    }
+    slot.logged_in = false;
+    Ok(())
+}
+
+pub(crate) fn find_objects_init(
+    session: CK_SESSION_HANDLE,
+    template: &[CK_ATTRIBUTE],
+) -> Result<()> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let mut matches = Vec::new();
+    for object in state.visible_objects(session)? {
+        if attributes::matches(object, template)? {
+            matches.push(CK_OBJECT_HANDLE::try_from(object.handle).unwrap_or(CK_INVALID_HANDLE));
+        }
+    }
+    matches.retain(|&handle| handle != CK_INVALID_HANDLE);
+    state.start_find(session, matches)
+}
+
+pub(crate) fn find_objects(
+    session: CK_SESSION_HANDLE,
+    max: usize,
+) -> Result<Vec<CK_OBJECT_HANDLE>> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let find = state
+        .session_mut(session)?
+        .find
+        .as_mut()
+        .ok_or(Error::OperationNotInitialized)?;
+    Ok(find.next(max))
+}
+
+pub(crate) fn find_objects_final(session: CK_SESSION_HANDLE) -> Result<()> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let entry = state.session_mut(session)?;
+    entry.find.take().ok_or(Error::OperationNotInitialized)?;
+    Ok(())
+}
+
+pub(crate) fn get_attribute_value(
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+    template: &mut [CK_ATTRIBUTE],
+) -> Result<()> {
+    let module = module::get()?;
+    let state = module.state();
+    attributes::get_values(state.object(session, object)?, template)
+}
+
+pub(crate) fn sign_init(
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    parameter_len: usize,
+    key: CK_OBJECT_HANDLE,
+) -> Result<()> {
+    let module = module::get()?;
+    let available = mechanisms(&module, module.state().session(session)?.slot_id)?;
+    let mut state = module.state();
+    if state.session(session)?.sign.is_some() {
+        return Err(Error::OperationActive);
+    }
+    if !available
+        .iter()
+        .any(|e| CK_MECHANISM_TYPE::try_from(e.mechanism) == Ok(mechanism))
+    {
+        return Err(Error::MechanismInvalid(mechanism));
+    }
+    let object = state
+        .object(session, key)
+        .map_err(|_| Error::KeyHandleInvalid(key))?;
+    let operation = SignOperation::new(mechanism, parameter_len, object, state.max_input_len())?;
+    state.session_mut(session)?.sign = Some(operation);
+    Ok(())
+}
+
+pub(crate) fn sign(
+    session: CK_SESSION_HANDLE,
+    data: &[u8],
+    capacity: Option<usize>,
+) -> Result<Signed> {
+    finish_sign(session, capacity, |operation| {
+        operation.single_part_request(data)
+    })
+}
+
+pub(crate) fn sign_update(session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let entry = state.session_mut(session)?;
+    let operation = entry.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+    let result = operation.update(data);
+    if result.is_err() {
+        entry.sign = None;
+    }
+    result
+}
+
+pub(crate) fn sign_final(session: CK_SESSION_HANDLE, capacity: Option<usize>) -> Result<Signed> {
+    finish_sign(session, capacity, SignOperation::final_request)
+}
+
+/// Ends a sign operation by the two-call convention, with one keyserver request at most.
+///
+/// A length query or a short buffer leaves the operation active and sends nothing. Any other
+/// outcome ends it, except a signature that turns out longer than the buffer: it is kept for
+/// the retry, so the backend signs once.
+fn finish_sign(
+    session: CK_SESSION_HANDLE,
+    capacity: Option<usize>,
+    build: impl FnOnce(&SignOperation) -> Result<SignRequest>,
+) -> Result<Signed> {
+    let module = module::get()?;
+    let request = {
+        let mut state = module.state();
+        let entry = state.session_mut(session)?;
+        let operation = entry.sign.as_mut().ok_or(Error::OperationNotInitialized)?;
+        let needed = operation.signature_len();
+        match capacity {
+            None => return Ok(Signed::Length(needed)),
+            Some(capacity) if capacity < needed => return Ok(Signed::TooSmall(needed)),
+            Some(_) => {}
+        }
+        if let Some(signature) = operation.result.take() {
+            entry.sign = None;
+            return Ok(Signed::Signature(signature));
+        }
+        let request = build(operation);
+        let operation = entry.sign.take();
+        (request?, operation)
+    };
+    let (request, operation) = request;
+    let remote = module.remote.clone();
+    let signature = module.block_on(async move { remote.sign(request).await })?;
+    match operation {
+        Some(mut operation) if capacity.is_some_and(|capacity| signature.len() > capacity) => {
+            let needed = signature.len();
+            operation.result = Some(signature);
+            module.state().session_mut(session)?.sign = Some(operation);
+            Ok(Signed::TooSmall(needed))
+        }
+        _ => Ok(Signed::Signature(signature)),
+    }
+}
