@@ -234,7 +234,8 @@ pub(crate) fn sign_init(
     key: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     let module = module::get()?;
-    let available = mechanisms(&module, module.state().session(session)?.slot_id)?;
+    let slot_id = module.state().session(session)?.slot_id;
+    let available = mechanisms(&module, slot_id)?;
     let mut state = module.state();
     if state.session(session)?.sign.is_some() {
         return Err(Error::OperationActive);
