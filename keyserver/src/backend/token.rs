@@ -1,0 +1,127 @@
+//! Module loading, slot lookup and the token facts shown to clients.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::{MechanismInfo, MechanismType};
+use cryptoki::slot::Slot;
+use cryptoki_sys::{
+    CKF_EC_COMPRESS, CKF_EC_ECPARAMETERS, CKF_EC_F_2M, CKF_EC_F_P, CKF_EC_OID, CKF_EC_UNCOMPRESS,
+    CKF_HW, CKF_SIGN,
+};
+use keyrelay_protocol::MechanismEntry;
+
+use super::BackendError;
+use crate::signing::BaseMechanism;
+
+/// Loads a PKCS#11 module and initializes it for use from several threads.
+pub(super) fn load_module(path: &Path) -> Result<Pkcs11, BackendError> {
+    let module_error = |source| BackendError::Module {
+        path: path.to_owned(),
+        source,
+    };
+    let context = Pkcs11::new(path).map_err(module_error)?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
+        Err(source) => Err(module_error(source)),
+    }
+}
+
+/// Finds the one slot whose token has the CKA_LABEL `label`.
+pub(super) fn find_slot(context: &Pkcs11, token: &str, label: &str) -> Result<Slot, BackendError> {
+    let pkcs11_error = |source| BackendError::Pkcs11 {
+        token: token.to_owned(),
+        operation: "listing slots",
+        source,
+    };
+    let mut matches = Vec::new();
+    for slot in context.get_slots_with_token().map_err(pkcs11_error)? {
+        let info = context.get_token_info(slot).map_err(pkcs11_error)?;
+        if info.label().trim_end() == label {
+            matches.push(slot);
+        }
+    }
+    match matches.as_slice() {
+        [slot] => Ok(*slot),
+        [] => Err(BackendError::TokenNotFound {
+            token: token.to_owned(),
+            label: label.to_owned(),
+        }),
+        several => Err(BackendError::TokenAmbiguous {
+            token: token.to_owned(),
+            label: label.to_owned(),
+            count: several.len(),
+        }),
+    }
+}
+
+/// Manufacturer id, model and serial number of a token, with their padding trimmed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct TokenDescription {
+    pub manufacturer: String,
+    pub model: String,
+    pub serial_number: String,
+}
+
+pub(super) fn describe(context: &Pkcs11, slot: Slot) -> Result<TokenDescription, Error> {
+    let info = context.get_token_info(slot)?;
+    Ok(TokenDescription {
+        manufacturer: info.manufacturer_id().trim().to_owned(),
+        model: info.model().trim().to_owned(),
+        serial_number: info.serial_number().trim().to_owned(),
+    })
+}
+
+/// Returns the backend's info for each base mechanism it supports for signing.
+///
+/// The flags keep only CKF_SIGN, CKF_HW and the CKF_EC_* curve flags, because clients may
+/// only sign through keyrelay.
+pub(super) fn signing_mechanisms(
+    context: &Pkcs11,
+    slot: Slot,
+) -> Result<BTreeMap<BaseMechanism, MechanismEntry>, Error> {
+    // C_GetMechanismInfo is asked directly: cryptoki's get_mechanism_list logs an error for
+    // every vendor mechanism it does not know.
+    let mut mechanisms = BTreeMap::new();
+    for (base, mechanism_type) in [
+        (BaseMechanism::RsaPkcs, MechanismType::RSA_PKCS),
+        (BaseMechanism::Ecdsa, MechanismType::ECDSA),
+    ] {
+        let info = match context.get_mechanism_info(slot, mechanism_type) {
+            Ok(info) => info,
+            Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => continue,
+            Err(error) => return Err(error),
+        };
+        if info.sign() {
+            mechanisms.insert(base, entry(base, &info));
+        }
+    }
+    Ok(mechanisms)
+}
+
+// NOTE: CKF_EC_CURVENAME is dropped because cryptoki 0.12's MechanismInfo has no accessor
+// for it.
+fn entry(base: BaseMechanism, info: &MechanismInfo) -> MechanismEntry {
+    let flag_bits = [
+        (info.sign(), CKF_SIGN),
+        (info.hardware(), CKF_HW),
+        (info.ec_f_p(), CKF_EC_F_P),
+        (info.ec_f_2m(), CKF_EC_F_2M),
+        (info.ec_from_parameters(), CKF_EC_ECPARAMETERS),
+        (info.ec_from_oid(), CKF_EC_OID),
+        (info.ec_uncompressed(), CKF_EC_UNCOMPRESS),
+        (info.ec_compressed(), CKF_EC_COMPRESS),
+    ];
+    let flags = flag_bits
+        .iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |flags, (_, bit)| flags | bit);
+    MechanismEntry {
+        mechanism: base.ckm(),
+        min_key_size: info.min_key_size() as u64,
+        max_key_size: info.max_key_size() as u64,
+        flags,
+    }
+}
