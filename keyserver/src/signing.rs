@@ -12,7 +12,7 @@
 //! | CKM_ECDSA_SHA256      | digest | CKM_ECDSA over the digest                  |
 
 use cryptoki_sys::{CKM_ECDSA, CKM_ECDSA_SHA256, CKM_RSA_PKCS, CKM_SHA256_RSA_PKCS};
-use keyrelay_protocol::{ErrorCode, SignInput};
+use keyrelay_protocol::{ErrorCode, MechanismParameter, SignInput};
 
 use crate::audit::mechanism_name;
 
@@ -109,15 +109,21 @@ impl Rejection {
 ///
 /// # Errors
 ///
-/// [`ErrorCode::MECHANISM_INVALID`] for a mechanism the key type does not support, and
+/// [`ErrorCode::MECHANISM_INVALID`] for a mechanism the key type does not support,
+/// [`ErrorCode::MECHANISM_PARAM_INVALID`] for a parameter the mechanism does not take, and
 /// [`ErrorCode::INPUT_INVALID`] for the wrong kind or length of input.
 pub fn plan(
     kind: KeyKind,
     mechanism: u64,
+    parameter: &MechanismParameter,
     input: &SignInput,
     max_input_len: u32,
 ) -> Result<BackendOperation, Rejection> {
     let base = base_for(kind, mechanism)?;
+    if *parameter != MechanismParameter::None {
+        let message = format!("mechanism {} takes no parameter", mechanism_name(mechanism));
+        return Err(Rejection::new(ErrorCode::MECHANISM_PARAM_INVALID, message));
+    }
     let payload = match (mechanism, input) {
         (CKM_RSA_PKCS | CKM_ECDSA, SignInput::Data(data)) => {
             check_data_len(kind, data, max_input_len)?;
@@ -240,7 +246,14 @@ mod tests {
     fn plan_rsa_pkcs_data() {
         let input = SignInput::Data(vec![7; 245]);
 
-        let op = plan(RSA_2048, CKM_RSA_PKCS, &input, 4096).unwrap();
+        let op = plan(
+            RSA_2048,
+            CKM_RSA_PKCS,
+            &MechanismParameter::None,
+            &input,
+            4096,
+        )
+        .unwrap();
 
         assert_eq!(op.mechanism, BaseMechanism::RsaPkcs);
         assert_eq!(op.payload, vec![7; 245]);
@@ -250,7 +263,13 @@ mod tests {
     fn plan_rsa_pkcs_data_too_long() {
         let input = SignInput::Data(vec![7; 246]);
 
-        let result = plan(RSA_2048, CKM_RSA_PKCS, &input, 4096);
+        let result = plan(
+            RSA_2048,
+            CKM_RSA_PKCS,
+            &MechanismParameter::None,
+            &input,
+            4096,
+        );
 
         assert_eq!(code(result), ErrorCode::INPUT_INVALID);
     }
@@ -259,7 +278,14 @@ mod tests {
     fn plan_sha256_rsa_wraps_digest() {
         let input = SignInput::Digest(digest());
 
-        let op = plan(RSA_2048, CKM_SHA256_RSA_PKCS, &input, 4096).unwrap();
+        let op = plan(
+            RSA_2048,
+            CKM_SHA256_RSA_PKCS,
+            &MechanismParameter::None,
+            &input,
+            4096,
+        )
+        .unwrap();
 
         assert_eq!(op.mechanism, BaseMechanism::RsaPkcs);
         assert_eq!(op.payload, sha256_digest_info(&digest()));
@@ -269,7 +295,14 @@ mod tests {
     fn plan_ecdsa_sha256_passes_digest() {
         let input = SignInput::Digest(digest());
 
-        let op = plan(KeyKind::Ec, CKM_ECDSA_SHA256, &input, 4096).unwrap();
+        let op = plan(
+            KeyKind::Ec,
+            CKM_ECDSA_SHA256,
+            &MechanismParameter::None,
+            &input,
+            4096,
+        )
+        .unwrap();
 
         assert_eq!(op.mechanism, BaseMechanism::Ecdsa);
         assert_eq!(op.payload, digest());
@@ -279,9 +312,24 @@ mod tests {
     fn plan_ecdsa_data_limited_by_policy() {
         let input = SignInput::Data(vec![1; 65]);
 
-        assert!(plan(KeyKind::Ec, CKM_ECDSA, &input, 65).is_ok());
+        assert!(
+            plan(
+                KeyKind::Ec,
+                CKM_ECDSA,
+                &MechanismParameter::None,
+                &input,
+                65
+            )
+            .is_ok()
+        );
         assert_eq!(
-            code(plan(KeyKind::Ec, CKM_ECDSA, &input, 64)),
+            code(plan(
+                KeyKind::Ec,
+                CKM_ECDSA,
+                &MechanismParameter::None,
+                &input,
+                64
+            )),
             ErrorCode::INPUT_INVALID
         );
     }
@@ -290,7 +338,13 @@ mod tests {
     fn plan_key_type_mismatch() {
         let input = SignInput::Digest(digest());
 
-        let result = plan(KeyKind::Ec, CKM_SHA256_RSA_PKCS, &input, 4096);
+        let result = plan(
+            KeyKind::Ec,
+            CKM_SHA256_RSA_PKCS,
+            &MechanismParameter::None,
+            &input,
+            4096,
+        );
 
         assert_eq!(code(result), ErrorCode::MECHANISM_INVALID);
     }
@@ -299,7 +353,13 @@ mod tests {
     fn plan_unknown_mechanism() {
         let input = SignInput::Data(vec![1]);
 
-        let result = plan(RSA_2048, cryptoki_sys::CKM_RSA_PKCS_PSS, &input, 4096);
+        let result = plan(
+            RSA_2048,
+            cryptoki_sys::CKM_RSA_PKCS_PSS,
+            &MechanismParameter::None,
+            &input,
+            4096,
+        );
 
         assert_eq!(code(result), ErrorCode::MECHANISM_INVALID);
     }
@@ -309,8 +369,20 @@ mod tests {
         let data = SignInput::Data(digest());
         let digest = SignInput::Digest(digest());
 
-        let sha_with_data = plan(RSA_2048, CKM_SHA256_RSA_PKCS, &data, 4096);
-        let raw_with_digest = plan(KeyKind::Ec, CKM_ECDSA, &digest, 4096);
+        let sha_with_data = plan(
+            RSA_2048,
+            CKM_SHA256_RSA_PKCS,
+            &MechanismParameter::None,
+            &data,
+            4096,
+        );
+        let raw_with_digest = plan(
+            KeyKind::Ec,
+            CKM_ECDSA,
+            &MechanismParameter::None,
+            &digest,
+            4096,
+        );
 
         assert_eq!(code(sha_with_data), ErrorCode::INPUT_INVALID);
         assert_eq!(code(raw_with_digest), ErrorCode::INPUT_INVALID);
@@ -320,7 +392,13 @@ mod tests {
     fn plan_digest_wrong_length() {
         let input = SignInput::Digest(vec![0; 20]);
 
-        let result = plan(KeyKind::Ec, CKM_ECDSA_SHA256, &input, 4096);
+        let result = plan(
+            KeyKind::Ec,
+            CKM_ECDSA_SHA256,
+            &MechanismParameter::None,
+            &input,
+            4096,
+        );
 
         assert_eq!(code(result), ErrorCode::INPUT_INVALID);
     }

@@ -16,9 +16,9 @@ use cryptoki_sys::{
     CKM_SHA256_RSA_PKCS, CKO_CERTIFICATE, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
 };
 use keyrelay_protocol::{
-    ALPN, AttributeValue, Catalogue, ErrorCode, ErrorReply, Hello, KeySecret, ObjectEntry,
-    PROTOCOL_VERSION, Request, Response, SignInput, SignRequest, TokenEntry, decode, encode,
-    slot_id_for_token,
+    ALPN, AttributeValue, CallerContext, Catalogue, ErrorCode, ErrorReply, Hello, KeySecret,
+    MechanismParameter, ObjectEntry, PROTOCOL_VERSION, Request, Response, SignInput, SignRequest,
+    TokenEntry, decode, encode, slot_id_for_token,
 };
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use rustls_pki_types::CertificateDer;
@@ -297,6 +297,7 @@ fn hello(key_id: &str, secret: &str) -> Request {
         version: PROTOCOL_VERSION,
         key_id: key_id.to_owned(),
         key_secret: KeySecret::new(secret.as_bytes().to_vec()),
+        caller: CallerContext::default(),
     })
 }
 
@@ -304,6 +305,7 @@ fn sign(key_name: &str, mechanism: u64, input: SignInput) -> Request {
     Request::Sign(SignRequest {
         key_name: key_name.to_owned(),
         mechanism,
+        parameter: MechanismParameter::None,
         input,
     })
 }

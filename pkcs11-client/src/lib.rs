@@ -17,6 +17,7 @@
 )]
 
 mod attributes;
+mod caller;
 mod config;
 mod error;
 mod exports;

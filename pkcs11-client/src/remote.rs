@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyrelay_protocol::{
-    ALPN, Catalogue, Hello, KeySecret, MAX_MESSAGE_LEN, PROTOCOL_VERSION, Request, Response,
-    SignRequest,
+    ALPN, CallerContext, Catalogue, Hello, KeySecret, MAX_MESSAGE_LEN, PROTOCOL_VERSION, Request,
+    Response, SignRequest,
 };
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::CertificateDer;
@@ -34,6 +34,7 @@ pub(crate) struct Remote {
     server: String,
     server_name: String,
     key_id: String,
+    caller: CallerContext,
     connect_timeout: Duration,
     timeout: Duration,
     link: Mutex<Option<Link>>,
@@ -59,6 +60,7 @@ impl Remote {
             server: config.server.clone(),
             server_name: config.server_name.clone(),
             key_id: config.key_id.clone(),
+            caller: crate::caller::collect(),
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
             link: Mutex::new(None),
@@ -124,6 +126,7 @@ impl Remote {
             version: PROTOCOL_VERSION,
             key_id: self.key_id.clone(),
             key_secret: secret.clone(),
+            caller: self.caller.clone(),
         });
         match exchange(&connection, &hello, self.connect_timeout).await? {
             Response::Welcome(catalogue) => Ok((connection, catalogue)),

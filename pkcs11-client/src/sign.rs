@@ -5,7 +5,7 @@
 //! keyserver's policy and audit log see it.
 
 use cryptoki_sys::*;
-use keyrelay_protocol::{AttributeValue, ObjectEntry, SignInput, SignRequest};
+use keyrelay_protocol::{AttributeValue, MechanismParameter, ObjectEntry, SignInput, SignRequest};
 use ring::digest;
 
 use crate::error::{Error, Result};
@@ -163,6 +163,7 @@ impl SignOperation {
         SignRequest {
             key_name: self.key_name.clone(),
             mechanism: self.mechanism.into(),
+            parameter: MechanismParameter::None,
             input,
         }
     }

@@ -15,8 +15,9 @@
 mod message;
 
 pub use message::{
-    Attribute, AttributeValue, Catalogue, ErrorCode, ErrorReply, Hello, KeySecret, MechanismEntry,
-    ObjectEntry, Request, Response, SignInput, SignRequest, TokenEntry,
+    Attribute, AttributeValue, CallerContext, Catalogue, ErrorCode, ErrorReply, Hello, KeySecret,
+    MechanismEntry, MechanismParameter, ObjectEntry, Request, Response, SignInput, SignRequest,
+    TokenEntry,
 };
 
 use serde::Serialize;

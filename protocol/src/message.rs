@@ -24,6 +24,27 @@ pub struct Hello {
     pub key_id: String,
     /// Secret half of the client credential.
     pub key_secret: KeySecret,
+    /// The process that loaded the module, as the client reports it. The server records it
+    /// for evidence but cannot verify it.
+    pub caller: CallerContext,
+}
+
+/// Facts about the calling process, collected by the module on the client machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerContext {
+    /// Host name of the client machine.
+    pub host_name: String,
+    /// Name of the operating-system user running the process.
+    pub os_user: String,
+    /// Path of the process's executable.
+    pub executable: String,
+    /// Hex SHA-256 of the executable file, or empty if it could not be read.
+    pub executable_sha256: String,
+    /// Command line, with values that look like passwords, PINs or secrets replaced by
+    /// `<redacted>`.
+    pub command_line: Vec<String>,
+    /// CI job identifiers found in the environment, as variable name and value.
+    pub ci: Vec<(String, String)>,
 }
 
 /// Secret bytes of a client credential, wiped from memory on drop and never formatted.
@@ -56,8 +77,35 @@ pub struct SignRequest {
     pub key_name: String,
     /// The CKM_* mechanism the calling application asked for.
     pub mechanism: u64,
+    /// The mechanism's parameter, decoded from its C structure.
+    pub parameter: MechanismParameter,
     /// What the server signs.
     pub input: SignInput,
+}
+
+/// A mechanism parameter in a form independent of C layout.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MechanismParameter {
+    /// The mechanism takes no parameter.
+    #[default]
+    None,
+    /// CK_RSA_PKCS_PSS_PARAMS: the hash (CKM_*), the mask generation function (CKG_*) and
+    /// the salt length in bytes.
+    RsaPss {
+        /// CKM_* value of the hash.
+        hash: u64,
+        /// CKG_* value of the mask generation function.
+        mgf: u64,
+        /// Salt length in bytes.
+        salt_len: u64,
+    },
+    /// CK_EDDSA_PARAMS: whether the message is pre-hashed (Ed25519ph) and the context.
+    Eddsa {
+        /// True for the pre-hash variant.
+        prehash: bool,
+        /// Context string, at most 255 bytes.
+        context: Vec<u8>,
+    },
 }
 
 /// The bytes to sign, and whether the client already hashed them.
@@ -212,6 +260,8 @@ impl ErrorCode {
     pub const BAD_REQUEST: Self = Self(9);
     /// The server failed for a reason of its own.
     pub const INTERNAL: Self = Self(10);
+    /// The mechanism parameter is invalid or does not suit the mechanism.
+    pub const MECHANISM_PARAM_INVALID: Self = Self(11);
 }
 
 impl fmt::Display for ErrorCode {
@@ -227,6 +277,7 @@ impl fmt::Display for ErrorCode {
             Self::AUDIT_UNAVAILABLE => "audit log unavailable",
             Self::BAD_REQUEST => "bad request",
             Self::INTERNAL => "internal server error",
+            Self::MECHANISM_PARAM_INVALID => "mechanism parameter invalid",
             _ => return write!(f, "error code {}", self.0),
         };
         f.write_str(name)

@@ -58,17 +58,40 @@ fn hello_round_trip() {
         version: PROTOCOL_VERSION,
         key_id: "kr_0123".into(),
         key_secret: KeySecret::new(b"secret".to_vec()),
+        caller: CallerContext {
+            host_name: "build-7".into(),
+            os_user: "ci".into(),
+            executable: "/usr/bin/osslsigncode".into(),
+            executable_sha256: "00".repeat(32),
+            command_line: vec!["osslsigncode".into(), "-pass".into(), "<redacted>".into()],
+            ci: vec![("GITHUB_RUN_ID".into(), "42".into())],
+        },
     }));
 }
 
 #[test]
 fn sign_request_round_trip() {
-    for input in [SignInput::Data(vec![7; 51]), SignInput::Digest(vec![9; 32])] {
-        round_trip(Request::Sign(SignRequest {
-            key_name: "rsa".into(),
-            mechanism: 0x40,
-            input,
-        }));
+    let parameters = [
+        MechanismParameter::None,
+        MechanismParameter::RsaPss {
+            hash: 0x250,
+            mgf: 2,
+            salt_len: 32,
+        },
+        MechanismParameter::Eddsa {
+            prehash: false,
+            context: b"ctx".to_vec(),
+        },
+    ];
+    for parameter in parameters {
+        for input in [SignInput::Data(vec![7; 51]), SignInput::Digest(vec![9; 32])] {
+            round_trip(Request::Sign(SignRequest {
+                key_name: "rsa".into(),
+                mechanism: 0x40,
+                parameter: parameter.clone(),
+                input,
+            }));
+        }
     }
 }
 

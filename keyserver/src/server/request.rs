@@ -194,6 +194,7 @@ fn decide_and_sign(context: &ClientContext, request: &SignRequest) -> Outcome {
     let result = signing::plan(
         key.kind,
         request.mechanism,
+        &request.parameter,
         &request.input,
         service.max_input_len,
     )
