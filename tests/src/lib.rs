@@ -10,6 +10,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod policy;
+pub mod tools;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;

@@ -1,0 +1,1 @@
+//! Policy and audit helpers for the end-to-end tests.
