@@ -1,12 +1,13 @@
 //! The catalogue a client receives in its Welcome: the tokens, objects and mechanisms its
 //! allowlist lets it see, and nothing else.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use keyrelay_protocol::{Catalogue, MechanismEntry, TokenEntry};
 
 use crate::backend::{Backend, Key, Token};
 use crate::policy::ClientPolicy;
+use crate::signing::ClientMechanism;
 
 /// Builds the catalogue for `client`.
 ///
@@ -43,19 +44,11 @@ fn token_entry(token: &Token, keys: &[&Key]) -> TokenEntry {
     }
 }
 
+/// Lists the sign mechanisms that suit at least one of `keys`, and the digest mechanisms.
 fn mechanisms(token: &Token, keys: &[&Key]) -> Vec<MechanismEntry> {
-    let bases: BTreeSet<_> = keys.iter().map(|key| key.kind.base_mechanism()).collect();
-    let mut entries = Vec::new();
-    for base in bases {
-        let Some(info) = token.mechanism(base) else {
-            continue;
-        };
-        for mechanism in base.client_mechanisms() {
-            entries.push(MechanismEntry {
-                mechanism,
-                ..info.clone()
-            });
-        }
-    }
-    entries
+    let usable = |entry: &&MechanismEntry| match ClientMechanism::find(entry.mechanism) {
+        Some(mechanism) => keys.iter().any(|key| mechanism.applies_to(key.kind)),
+        None => true,
+    };
+    token.mechanisms().filter(usable).cloned().collect()
 }

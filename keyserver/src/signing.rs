@@ -1,30 +1,27 @@
 //! Sign request rules: which mechanisms a key type accepts, how long the input may be, and
 //! how each client mechanism becomes one operation on the backend.
 //!
-//! The client hashes for the hash-and-sign mechanisms, so the backend only ever runs
-//! CKM_RSA_PKCS or CKM_ECDSA:
+//! The client hashes for the hash-and-sign mechanisms, so the backend only ever runs the
+//! four base mechanisms:
 //!
-//! | client mechanism      | input  | backend operation                          |
-//! |-----------------------|--------|--------------------------------------------|
-//! | CKM_RSA_PKCS          | data   | CKM_RSA_PKCS over the data                 |
-//! | CKM_SHA256_RSA_PKCS   | digest | CKM_RSA_PKCS over the SHA-256 DigestInfo   |
-//! | CKM_ECDSA             | data   | CKM_ECDSA over the data                    |
-//! | CKM_ECDSA_SHA256      | digest | CKM_ECDSA over the digest                  |
+//! | client mechanism          | input  | backend operation                            |
+//! |---------------------------|--------|----------------------------------------------|
+//! | CKM_RSA_PKCS              | data   | CKM_RSA_PKCS over the data                   |
+//! | CKM_SHAx_RSA_PKCS         | digest | CKM_RSA_PKCS over the DigestInfo of the hash |
+//! | CKM_RSA_PKCS_PSS          | data   | CKM_RSA_PKCS_PSS over the data (a hash)      |
+//! | CKM_SHAx_RSA_PKCS_PSS     | digest | CKM_RSA_PKCS_PSS over the digest             |
+//! | CKM_ECDSA                 | data   | CKM_ECDSA over the data                      |
+//! | CKM_ECDSA_SHAx            | digest | CKM_ECDSA over the digest                    |
+//! | CKM_EDDSA                 | data   | CKM_EDDSA over the message                   |
+//!
+//! Each pair produces what the backend's own hash-and-sign mechanism would produce over the
+//! original data: PKCS#1 v1.5 signatures are byte-identical, and PSS, ECDSA and EdDSA ones
+//! verify the same way.
 
-use cryptoki_sys::{CKM_ECDSA, CKM_ECDSA_SHA256, CKM_RSA_PKCS, CKM_SHA256_RSA_PKCS};
+use cryptoki_sys::*;
 use keyrelay_protocol::{ErrorCode, MechanismParameter, SignInput};
 
 use crate::audit::mechanism_name;
-
-/// DER prefix of a DigestInfo for SHA-256 (RFC 8017, section 9.2, note 1). The 32-byte digest
-/// follows it.
-pub const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
-
-/// Length of a SHA-256 digest in bytes.
-pub const SHA256_LEN: usize = 32;
 
 /// Minimum PKCS#1 v1.5 padding in bytes: CKM_RSA_PKCS signs at most the modulus length
 /// minus this.
@@ -40,14 +37,32 @@ pub enum KeyKind {
     },
     /// CKK_EC.
     Ec,
+    /// CKK_EC_EDWARDS.
+    Edwards,
+}
+
+/// Key families a mechanism applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Rsa,
+    Ec,
+    Edwards,
 }
 
 impl KeyKind {
-    /// Returns the backend mechanism that keys of this kind sign with.
-    pub fn base_mechanism(self) -> BaseMechanism {
+    fn family(self) -> Family {
         match self {
-            Self::Rsa { .. } => BaseMechanism::RsaPkcs,
-            Self::Ec => BaseMechanism::Ecdsa,
+            Self::Rsa { .. } => Family::Rsa,
+            Self::Ec => Family::Ec,
+            Self::Edwards => Family::Edwards,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Rsa { .. } => "an RSA",
+            Self::Ec => "an EC",
+            Self::Edwards => "an EdDSA",
         }
     }
 }
@@ -57,8 +72,12 @@ impl KeyKind {
 pub enum BaseMechanism {
     /// CKM_RSA_PKCS.
     RsaPkcs,
+    /// CKM_RSA_PKCS_PSS.
+    RsaPkcsPss,
     /// CKM_ECDSA.
     Ecdsa,
+    /// CKM_EDDSA.
+    Eddsa,
 }
 
 impl BaseMechanism {
@@ -66,17 +85,153 @@ impl BaseMechanism {
     pub fn ckm(self) -> u64 {
         match self {
             Self::RsaPkcs => CKM_RSA_PKCS,
+            Self::RsaPkcsPss => CKM_RSA_PKCS_PSS,
             Self::Ecdsa => CKM_ECDSA,
+            Self::Eddsa => CKM_EDDSA,
+        }
+    }
+}
+
+/// A hash function of the hash-and-sign mechanisms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hash {
+    /// SHA-1.
+    Sha1,
+    /// SHA-224.
+    Sha224,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl Hash {
+    /// Every hash, for lookups.
+    pub const ALL: [Self; 5] = [
+        Self::Sha1,
+        Self::Sha224,
+        Self::Sha256,
+        Self::Sha384,
+        Self::Sha512,
+    ];
+
+    /// Digest length in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha224 => 28,
+            Self::Sha256 => 32,
+            Self::Sha384 => 48,
+            Self::Sha512 => 64,
         }
     }
 
-    /// Returns the client mechanisms served through this backend mechanism: the raw one and
-    /// its SHA-256 hash-and-sign variant.
-    pub fn client_mechanisms(self) -> [u64; 2] {
+    /// The digest mechanism, such as CKM_SHA256.
+    pub fn ckm(self) -> u64 {
         match self {
-            Self::RsaPkcs => [CKM_RSA_PKCS, CKM_SHA256_RSA_PKCS],
-            Self::Ecdsa => [CKM_ECDSA, CKM_ECDSA_SHA256],
+            Self::Sha1 => CKM_SHA_1,
+            Self::Sha224 => CKM_SHA224,
+            Self::Sha256 => CKM_SHA256,
+            Self::Sha384 => CKM_SHA384,
+            Self::Sha512 => CKM_SHA512,
         }
+    }
+
+    /// DER prefix of a DigestInfo for this hash (RFC 8017, section 9.2, note 1): the
+    /// digest follows it.
+    pub fn digest_info_prefix(self) -> &'static [u8] {
+        match self {
+            Self::Sha1 => &[
+                0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+                0x14,
+            ],
+            Self::Sha224 => &DIGEST_INFO_SHA2[0],
+            Self::Sha256 => &DIGEST_INFO_SHA2[1],
+            Self::Sha384 => &DIGEST_INFO_SHA2[2],
+            Self::Sha512 => &DIGEST_INFO_SHA2[3],
+        }
+    }
+}
+
+/// DigestInfo prefixes of SHA-224, SHA-256, SHA-384 and SHA-512, whose OIDs are
+/// 2.16.840.1.101.3.4.2.4, .1, .2 and .3.
+const DIGEST_INFO_SHA2: [[u8; 19]; 4] = [
+    digest_info_sha2(0x2d, 0x04, 0x1c),
+    digest_info_sha2(0x31, 0x01, 0x20),
+    digest_info_sha2(0x41, 0x02, 0x30),
+    digest_info_sha2(0x51, 0x03, 0x40),
+];
+
+const fn digest_info_sha2(total: u8, oid_last: u8, digest_len: u8) -> [u8; 19] {
+    [
+        0x30, total, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+        oid_last, 0x05, 0x00, 0x04, digest_len,
+    ]
+}
+
+/// How the server serves one client mechanism.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientMechanism {
+    /// The CKM_* value the client names.
+    pub ckm: u64,
+    /// The CKM_* name, for logs and audit records.
+    pub name: &'static str,
+    family: Family,
+    /// The backend mechanism that produces the signature.
+    pub base: BaseMechanism,
+    /// The hash the client applies first, for hash-and-sign mechanisms.
+    pub hash: Option<Hash>,
+}
+
+/// Builds a table entry named after its CKM_* constant.
+macro_rules! client {
+    ($ckm:ident, $family:ident, $base:ident, $hash:expr) => {
+        ClientMechanism {
+            ckm: $ckm,
+            name: stringify!($ckm),
+            family: Family::$family,
+            base: BaseMechanism::$base,
+            hash: $hash,
+        }
+    };
+}
+
+/// Every client mechanism the server can serve.
+///
+/// NOTE: CKM_SHA224_RSA_PKCS_PSS is missing because cryptoki 0.12 has no MechanismType for it,
+/// so the backend cannot be asked whether it supports it.
+pub const CLIENT_MECHANISMS: [ClientMechanism; 18] = [
+    client!(CKM_RSA_PKCS, Rsa, RsaPkcs, None),
+    client!(CKM_SHA1_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha1)),
+    client!(CKM_SHA224_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha224)),
+    client!(CKM_SHA256_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha256)),
+    client!(CKM_SHA384_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha384)),
+    client!(CKM_SHA512_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha512)),
+    client!(CKM_RSA_PKCS_PSS, Rsa, RsaPkcsPss, None),
+    client!(CKM_SHA1_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha1)),
+    client!(CKM_SHA256_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha256)),
+    client!(CKM_SHA384_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha384)),
+    client!(CKM_SHA512_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha512)),
+    client!(CKM_ECDSA, Ec, Ecdsa, None),
+    client!(CKM_ECDSA_SHA1, Ec, Ecdsa, Some(Hash::Sha1)),
+    client!(CKM_ECDSA_SHA224, Ec, Ecdsa, Some(Hash::Sha224)),
+    client!(CKM_ECDSA_SHA256, Ec, Ecdsa, Some(Hash::Sha256)),
+    client!(CKM_ECDSA_SHA384, Ec, Ecdsa, Some(Hash::Sha384)),
+    client!(CKM_ECDSA_SHA512, Ec, Ecdsa, Some(Hash::Sha512)),
+    client!(CKM_EDDSA, Edwards, Eddsa, None),
+];
+
+impl ClientMechanism {
+    /// Returns the entry for `ckm`, if the server can serve it.
+    pub fn find(ckm: u64) -> Option<&'static Self> {
+        CLIENT_MECHANISMS.iter().find(|entry| entry.ckm == ckm)
+    }
+
+    /// Tells whether keys of `kind` sign with this mechanism.
+    pub fn applies_to(&self, kind: KeyKind) -> bool {
+        self.family == kind.family()
     }
 }
 
@@ -85,6 +240,8 @@ impl BaseMechanism {
 pub struct BackendOperation {
     /// Mechanism passed to C_SignInit.
     pub mechanism: BaseMechanism,
+    /// Its parameter.
+    pub parameter: MechanismParameter,
     /// Bytes passed to C_Sign.
     pub payload: Vec<u8>,
 }
@@ -104,14 +261,14 @@ impl Rejection {
     }
 }
 
-/// Checks `mechanism` and `input` against a key of kind `kind` and returns the backend
-/// operation that produces the signature the client expects.
+/// Checks `mechanism`, `parameter` and `input` against a key of kind `kind` and returns the
+/// backend operation that produces the signature the client expects.
 ///
 /// # Errors
 ///
 /// [`ErrorCode::MECHANISM_INVALID`] for a mechanism the key type does not support,
-/// [`ErrorCode::MECHANISM_PARAM_INVALID`] for a parameter the mechanism does not take, and
-/// [`ErrorCode::INPUT_INVALID`] for the wrong kind or length of input.
+/// [`ErrorCode::MECHANISM_PARAM_INVALID`] for a parameter that does not suit the mechanism,
+/// and [`ErrorCode::INPUT_INVALID`] for the wrong kind or length of input.
 pub fn plan(
     kind: KeyKind,
     mechanism: u64,
@@ -119,46 +276,81 @@ pub fn plan(
     input: &SignInput,
     max_input_len: u32,
 ) -> Result<BackendOperation, Rejection> {
-    let base = base_for(kind, mechanism)?;
-    if *parameter != MechanismParameter::None {
-        let message = format!("mechanism {} takes no parameter", mechanism_name(mechanism));
-        return Err(Rejection::new(ErrorCode::MECHANISM_PARAM_INVALID, message));
-    }
-    let payload = match (mechanism, input) {
-        (CKM_RSA_PKCS | CKM_ECDSA, SignInput::Data(data)) => {
-            check_data_len(kind, data, max_input_len)?;
-            data.clone()
-        }
-        (CKM_SHA256_RSA_PKCS, SignInput::Digest(digest)) => {
-            check_digest_len(digest)?;
-            sha256_digest_info(digest)
-        }
-        (CKM_ECDSA_SHA256, SignInput::Digest(digest)) => {
-            check_digest_len(digest)?;
-            digest.clone()
-        }
-        (_, input) => return Err(wrong_input_kind(mechanism, input)),
-    };
+    let entry = ClientMechanism::find(mechanism)
+        .filter(|entry| entry.applies_to(kind))
+        .ok_or_else(|| {
+            let message = format!(
+                "mechanism {} is not supported for {} key",
+                mechanism_name(mechanism),
+                kind.describe()
+            );
+            Rejection::new(ErrorCode::MECHANISM_INVALID, message)
+        })?;
+    let parameter = check_parameter(entry, parameter)?;
+    let payload = payload(kind, entry, &parameter, input, max_input_len)?;
     Ok(BackendOperation {
-        mechanism: base,
+        mechanism: entry.base,
+        parameter,
         payload,
     })
 }
 
-fn base_for(kind: KeyKind, mechanism: u64) -> Result<BaseMechanism, Rejection> {
-    let base = kind.base_mechanism();
-    if base.client_mechanisms().contains(&mechanism) {
-        return Ok(base);
-    }
-    let key_type = match kind {
-        KeyKind::Rsa { .. } => "an RSA",
-        KeyKind::Ec => "an EC",
+/// Checks the parameter against the mechanism and returns the one the backend receives.
+fn check_parameter(
+    entry: &ClientMechanism,
+    parameter: &MechanismParameter,
+) -> Result<MechanismParameter, Rejection> {
+    let invalid = |reason: &str| {
+        let message = format!("mechanism {}: {reason}", mechanism_name(entry.ckm));
+        Err(Rejection::new(ErrorCode::MECHANISM_PARAM_INVALID, message))
     };
-    let message = format!(
-        "mechanism {} is not supported for {key_type} key",
-        mechanism_name(mechanism)
-    );
-    Err(Rejection::new(ErrorCode::MECHANISM_INVALID, message))
+    match (entry.base, parameter) {
+        (BaseMechanism::RsaPkcsPss, MechanismParameter::RsaPss { hash, mgf, .. }) => {
+            if Hash::ALL.iter().all(|h| h.ckm() != *hash) {
+                return invalid("the PSS hash is not SHA-1 or SHA-2");
+            }
+            if entry.hash.is_some_and(|h| h.ckm() != *hash) {
+                return invalid("the PSS hash differs from the mechanism's hash");
+            }
+            if !(CKG_MGF1_SHA1..=CKG_MGF1_SHA224).contains(mgf) {
+                return invalid("the mask generation function is not MGF1 with SHA-1 or SHA-2");
+            }
+            Ok(parameter.clone())
+        }
+        (BaseMechanism::RsaPkcsPss, _) => invalid("a CK_RSA_PKCS_PSS_PARAMS parameter is required"),
+        (BaseMechanism::Eddsa, MechanismParameter::None | MechanismParameter::Eddsa { .. }) => {
+            Ok(parameter.clone())
+        }
+        (_, MechanismParameter::None) => Ok(MechanismParameter::None),
+        (_, _) => invalid("the mechanism takes no parameter"),
+    }
+}
+
+fn payload(
+    kind: KeyKind,
+    entry: &ClientMechanism,
+    parameter: &MechanismParameter,
+    input: &SignInput,
+    max_input_len: u32,
+) -> Result<Vec<u8>, Rejection> {
+    match (entry.hash, input) {
+        (Some(hash), SignInput::Digest(digest)) => {
+            check_digest_len(hash, digest)?;
+            Ok(match entry.base {
+                BaseMechanism::RsaPkcs => digest_info(hash, digest),
+                _ => digest.clone(),
+            })
+        }
+        (None, SignInput::Data(data)) => {
+            check_data_len(kind, data, max_input_len)?;
+            if let MechanismParameter::RsaPss { hash, .. } = parameter {
+                let hash = Hash::ALL.iter().find(|h| h.ckm() == *hash).copied();
+                check_digest_len(hash.unwrap_or(Hash::Sha256), data)?;
+            }
+            Ok(data.clone())
+        }
+        (_, input) => Err(wrong_input_kind(entry.ckm, input)),
+    }
 }
 
 fn wrong_input_kind(mechanism: u64, input: &SignInput) -> Rejection {
@@ -188,218 +380,27 @@ fn check_data_len(kind: KeyKind, data: &[u8], max_input_len: u32) -> Result<(), 
     Err(Rejection::new(ErrorCode::INPUT_INVALID, message))
 }
 
-fn check_digest_len(digest: &[u8]) -> Result<(), Rejection> {
-    if digest.len() == SHA256_LEN {
+fn check_digest_len(hash: Hash, digest: &[u8]) -> Result<(), Rejection> {
+    if digest.len() == hash.digest_len() {
         return Ok(());
     }
     let message = format!(
-        "a SHA-256 digest is {SHA256_LEN} bytes, not {}",
+        "a {hash:?} digest is {} bytes, not {}",
+        hash.digest_len(),
         digest.len()
     );
     Err(Rejection::new(ErrorCode::INPUT_INVALID, message))
 }
 
-/// Builds the DER DigestInfo that CKM_SHA256_RSA_PKCS signs: the SHA-256 algorithm
-/// identifier followed by `digest`.
-pub fn sha256_digest_info(digest: &[u8]) -> Vec<u8> {
-    let mut info = Vec::with_capacity(SHA256_DIGEST_INFO_PREFIX.len() + digest.len());
-    info.extend_from_slice(&SHA256_DIGEST_INFO_PREFIX);
+/// Builds the DER DigestInfo that CKM_SHAx_RSA_PKCS signs: the hash's algorithm identifier
+/// followed by `digest`.
+pub fn digest_info(hash: Hash, digest: &[u8]) -> Vec<u8> {
+    let prefix = hash.digest_info_prefix();
+    let mut info = Vec::with_capacity(prefix.len() + digest.len());
+    info.extend_from_slice(prefix);
     info.extend_from_slice(digest);
     info
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const RSA_2048: KeyKind = KeyKind::Rsa { modulus_len: 256 };
-
-    fn digest() -> Vec<u8> {
-        ring::digest::digest(&ring::digest::SHA256, b"hello")
-            .as_ref()
-            .to_vec()
-    }
-
-    fn code(result: Result<BackendOperation, Rejection>) -> ErrorCode {
-        result.unwrap_err().code
-    }
-
-    #[test]
-    fn digest_info_is_51_bytes_and_parses() {
-        let info = sha256_digest_info(&digest());
-
-        assert_eq!(info.len(), 51);
-        assert_eq!(&info[19..], digest().as_slice());
-        // The prefix must be a DER SEQUENCE whose length covers the whole DigestInfo.
-        assert_eq!(info[0], 0x30);
-        assert_eq!(usize::from(info[1]), info.len() - 2);
-    }
-
-    #[test]
-    fn digest_info_prefix_holds_sha256_oid() {
-        // 2.16.840.1.101.3.4.2.1, the OID of SHA-256, DER-encoded.
-        let oid_sha256 = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
-        assert_eq!(&SHA256_DIGEST_INFO_PREFIX[6..15], &oid_sha256);
-    }
-
-    #[test]
-    fn plan_rsa_pkcs_data() {
-        let input = SignInput::Data(vec![7; 245]);
-
-        let op = plan(
-            RSA_2048,
-            CKM_RSA_PKCS,
-            &MechanismParameter::None,
-            &input,
-            4096,
-        )
-        .unwrap();
-
-        assert_eq!(op.mechanism, BaseMechanism::RsaPkcs);
-        assert_eq!(op.payload, vec![7; 245]);
-    }
-
-    #[test]
-    fn plan_rsa_pkcs_data_too_long() {
-        let input = SignInput::Data(vec![7; 246]);
-
-        let result = plan(
-            RSA_2048,
-            CKM_RSA_PKCS,
-            &MechanismParameter::None,
-            &input,
-            4096,
-        );
-
-        assert_eq!(code(result), ErrorCode::INPUT_INVALID);
-    }
-
-    #[test]
-    fn plan_sha256_rsa_wraps_digest() {
-        let input = SignInput::Digest(digest());
-
-        let op = plan(
-            RSA_2048,
-            CKM_SHA256_RSA_PKCS,
-            &MechanismParameter::None,
-            &input,
-            4096,
-        )
-        .unwrap();
-
-        assert_eq!(op.mechanism, BaseMechanism::RsaPkcs);
-        assert_eq!(op.payload, sha256_digest_info(&digest()));
-    }
-
-    #[test]
-    fn plan_ecdsa_sha256_passes_digest() {
-        let input = SignInput::Digest(digest());
-
-        let op = plan(
-            KeyKind::Ec,
-            CKM_ECDSA_SHA256,
-            &MechanismParameter::None,
-            &input,
-            4096,
-        )
-        .unwrap();
-
-        assert_eq!(op.mechanism, BaseMechanism::Ecdsa);
-        assert_eq!(op.payload, digest());
-    }
-
-    #[test]
-    fn plan_ecdsa_data_limited_by_policy() {
-        let input = SignInput::Data(vec![1; 65]);
-
-        assert!(
-            plan(
-                KeyKind::Ec,
-                CKM_ECDSA,
-                &MechanismParameter::None,
-                &input,
-                65
-            )
-            .is_ok()
-        );
-        assert_eq!(
-            code(plan(
-                KeyKind::Ec,
-                CKM_ECDSA,
-                &MechanismParameter::None,
-                &input,
-                64
-            )),
-            ErrorCode::INPUT_INVALID
-        );
-    }
-
-    #[test]
-    fn plan_key_type_mismatch() {
-        let input = SignInput::Digest(digest());
-
-        let result = plan(
-            KeyKind::Ec,
-            CKM_SHA256_RSA_PKCS,
-            &MechanismParameter::None,
-            &input,
-            4096,
-        );
-
-        assert_eq!(code(result), ErrorCode::MECHANISM_INVALID);
-    }
-
-    #[test]
-    fn plan_unknown_mechanism() {
-        let input = SignInput::Data(vec![1]);
-
-        let result = plan(
-            RSA_2048,
-            cryptoki_sys::CKM_RSA_PKCS_PSS,
-            &MechanismParameter::None,
-            &input,
-            4096,
-        );
-
-        assert_eq!(code(result), ErrorCode::MECHANISM_INVALID);
-    }
-
-    #[test]
-    fn plan_input_kind_mismatch() {
-        let data = SignInput::Data(digest());
-        let digest = SignInput::Digest(digest());
-
-        let sha_with_data = plan(
-            RSA_2048,
-            CKM_SHA256_RSA_PKCS,
-            &MechanismParameter::None,
-            &data,
-            4096,
-        );
-        let raw_with_digest = plan(
-            KeyKind::Ec,
-            CKM_ECDSA,
-            &MechanismParameter::None,
-            &digest,
-            4096,
-        );
-
-        assert_eq!(code(sha_with_data), ErrorCode::INPUT_INVALID);
-        assert_eq!(code(raw_with_digest), ErrorCode::INPUT_INVALID);
-    }
-
-    #[test]
-    fn plan_digest_wrong_length() {
-        let input = SignInput::Digest(vec![0; 20]);
-
-        let result = plan(
-            KeyKind::Ec,
-            CKM_ECDSA_SHA256,
-            &MechanismParameter::None,
-            &input,
-            4096,
-        );
-
-        assert_eq!(code(result), ErrorCode::INPUT_INVALID);
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@
 //! Every method blocks on PKCS#11 calls, so async callers run them through
 //! `tokio::task::spawn_blocking`.
 
+mod mechanism;
 mod objects;
 mod pool;
 mod token;
@@ -17,12 +18,12 @@ use std::path::PathBuf;
 
 use cryptoki::context::{Function, Pkcs11};
 use cryptoki::error::{Error, Rv, RvError};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{ObjectClass, ObjectHandle};
 use keyrelay_protocol::{MechanismEntry, ObjectEntry, object_handle_for, slot_id_for_token};
 
 use crate::policy::{KeyLocator, KeyPolicy, Policy, PolicyError};
-use crate::signing::{BackendOperation, BaseMechanism, KeyKind};
+use crate::signing::{BackendOperation, KeyKind};
+use mechanism::cryptoki_mechanism;
 use objects::{KeyFacts, ObjectKind};
 use pool::SessionPool;
 use token::TokenDescription;
@@ -180,7 +181,7 @@ pub struct Token {
     /// Slot id presented to clients.
     pub slot_id: u64,
     description: TokenDescription,
-    mechanisms: BTreeMap<BaseMechanism, MechanismEntry>,
+    mechanisms: BTreeMap<u64, MechanismEntry>,
     pool: SessionPool,
 }
 
@@ -191,9 +192,14 @@ impl Token {
         (&d.manufacturer, &d.model, &d.serial_number)
     }
 
-    /// Returns the backend's info for `base` if the token signs with it.
-    pub fn mechanism(&self, base: BaseMechanism) -> Option<&MechanismEntry> {
-        self.mechanisms.get(&base)
+    /// Returns the backend's info for client mechanism `ckm` if the token can serve it.
+    pub fn mechanism(&self, ckm: u64) -> Option<&MechanismEntry> {
+        self.mechanisms.get(&ckm)
+    }
+
+    /// Iterates over the mechanisms the token can serve, sign and digest ones.
+    pub fn mechanisms(&self) -> impl Iterator<Item = &MechanismEntry> {
+        self.mechanisms.values()
     }
 }
 
@@ -274,10 +280,11 @@ impl Backend {
     /// [`BackendError::Pkcs11`] if the token fails; [`BackendError::ck_rv`] has its CKR_*.
     pub fn sign(&self, key: &Key, operation: &BackendOperation) -> Result<Vec<u8>, BackendError> {
         let token = &self.tokens[&key.token];
-        let mechanism = match operation.mechanism {
-            BaseMechanism::RsaPkcs => Mechanism::RsaPkcs,
-            BaseMechanism::Ecdsa => Mechanism::Ecdsa,
-        };
+        let mechanism = cryptoki_mechanism(operation).map_err(|source| BackendError::Pkcs11 {
+            token: key.token.clone(),
+            operation: "preparing the mechanism",
+            source,
+        })?;
         let sign = |session: &cryptoki::session::Session| {
             session.sign(&mechanism, key.handle, &operation.payload)
         };

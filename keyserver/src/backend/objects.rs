@@ -140,6 +140,7 @@ pub(super) fn key_facts(session: &Session, key: ObjectHandle) -> Result<KeyFacts
     let kind = match key_type {
         Some(KeyType::RSA) => KeyKind::Rsa { modulus_len },
         Some(KeyType::EC) => KeyKind::Ec,
+        Some(KeyType::EC_EDWARDS) => KeyKind::Edwards,
         Some(other) => return Ok(KeyFacts::Unsupported(other.to_string())),
         None => return Ok(KeyFacts::Unsupported("no CKA_KEY_TYPE".into())),
     };

@@ -8,13 +8,13 @@ use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::{MechanismInfo, MechanismType};
 use cryptoki::slot::Slot;
 use cryptoki_sys::{
-    CKF_EC_COMPRESS, CKF_EC_ECPARAMETERS, CKF_EC_F_2M, CKF_EC_F_P, CKF_EC_OID, CKF_EC_UNCOMPRESS,
-    CKF_HW, CKF_SIGN,
+    CKF_DIGEST, CKF_EC_COMPRESS, CKF_EC_ECPARAMETERS, CKF_EC_F_2M, CKF_EC_F_P, CKF_EC_OID,
+    CKF_EC_UNCOMPRESS, CKF_HW, CKF_SIGN,
 };
 use keyrelay_protocol::MechanismEntry;
 
 use super::BackendError;
-use crate::signing::BaseMechanism;
+use crate::signing::{CLIENT_MECHANISMS, Hash};
 
 /// Loads a PKCS#11 module and initializes it for use from several threads.
 pub(super) fn load_module(path: &Path) -> Result<Pkcs11, BackendError> {
@@ -74,38 +74,90 @@ pub(super) fn describe(context: &Pkcs11, slot: Slot) -> Result<TokenDescription,
     })
 }
 
-/// Returns the backend's info for each base mechanism it supports for signing.
+/// Returns the backend's info for each client mechanism it can serve, keyed by CKM_* value,
+/// and for the digest mechanisms the module computes locally.
 ///
-/// The flags keep only CKF_SIGN, CKF_HW and the CKF_EC_* curve flags, because clients may
-/// only sign through keyrelay.
+/// A sign mechanism is listed when the backend supports both it and the base mechanism the
+/// server signs with, so clients see the intersection of what the backend has and what
+/// keyrelay can forward. Flags keep only what a client can do through keyrelay.
 pub(super) fn signing_mechanisms(
     context: &Pkcs11,
     slot: Slot,
-) -> Result<BTreeMap<BaseMechanism, MechanismEntry>, Error> {
-    // C_GetMechanismInfo is asked directly: cryptoki's get_mechanism_list logs an error for
-    // every vendor mechanism it does not know.
+) -> Result<BTreeMap<u64, MechanismEntry>, Error> {
     let mut mechanisms = BTreeMap::new();
-    for (base, mechanism_type) in [
-        (BaseMechanism::RsaPkcs, MechanismType::RSA_PKCS),
-        (BaseMechanism::Ecdsa, MechanismType::ECDSA),
-    ] {
-        let info = match context.get_mechanism_info(slot, mechanism_type) {
-            Ok(info) => info,
-            Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => continue,
-            Err(error) => return Err(error),
+    for entry in &CLIENT_MECHANISMS {
+        let (Some(own), Some(base)) = (
+            probe(context, slot, entry.ckm)?,
+            probe(context, slot, entry.base.ckm())?,
+        ) else {
+            continue;
         };
-        if info.sign() {
-            mechanisms.insert(base, entry(base, &info));
+        if own.sign() && base.sign() {
+            mechanisms.insert(entry.ckm, mechanism_entry(entry.ckm, &own, CKF_SIGN));
+        }
+    }
+    for hash in Hash::ALL {
+        let info = probe(context, slot, hash.ckm())?;
+        if let Some(info) = info.filter(MechanismInfo::digest) {
+            mechanisms.insert(hash.ckm(), mechanism_entry(hash.ckm(), &info, CKF_DIGEST));
         }
     }
     Ok(mechanisms)
 }
 
+/// Returns the backend's info for `ckm`, or `None` if it lacks the mechanism.
+///
+/// C_GetMechanismInfo is asked directly: cryptoki's get_mechanism_list logs an error for
+/// every vendor mechanism it does not know.
+fn probe(context: &Pkcs11, slot: Slot, ckm: u64) -> Result<Option<MechanismInfo>, Error> {
+    let Some(mechanism_type) = mechanism_type(ckm) else {
+        return Ok(None);
+    };
+    match context.get_mechanism_info(slot, mechanism_type) {
+        Ok(info) => Ok(Some(info)),
+        Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Returns cryptoki's MechanismType for one of the mechanisms the server probes.
+///
+/// cryptoki 0.12's `MechanismType::try_from` does not know the SHA-224 mechanisms and logs an
+/// error for each unknown value, so the constants are matched here instead.
+fn mechanism_type(ckm: u64) -> Option<MechanismType> {
+    const KNOWN: [MechanismType; 23] = [
+        MechanismType::RSA_PKCS,
+        MechanismType::SHA1_RSA_PKCS,
+        MechanismType::SHA224_RSA_PKCS,
+        MechanismType::SHA256_RSA_PKCS,
+        MechanismType::SHA384_RSA_PKCS,
+        MechanismType::SHA512_RSA_PKCS,
+        MechanismType::RSA_PKCS_PSS,
+        MechanismType::SHA1_RSA_PKCS_PSS,
+        MechanismType::SHA256_RSA_PKCS_PSS,
+        MechanismType::SHA384_RSA_PKCS_PSS,
+        MechanismType::SHA512_RSA_PKCS_PSS,
+        MechanismType::ECDSA,
+        MechanismType::ECDSA_SHA1,
+        MechanismType::ECDSA_SHA224,
+        MechanismType::ECDSA_SHA256,
+        MechanismType::ECDSA_SHA384,
+        MechanismType::ECDSA_SHA512,
+        MechanismType::EDDSA,
+        MechanismType::SHA1,
+        MechanismType::SHA224,
+        MechanismType::SHA256,
+        MechanismType::SHA384,
+        MechanismType::SHA512,
+    ];
+    KNOWN.into_iter().find(|known| **known == ckm)
+}
+
 // NOTE: CKF_EC_CURVENAME is dropped because cryptoki 0.12's MechanismInfo has no accessor
 // for it.
-fn entry(base: BaseMechanism, info: &MechanismInfo) -> MechanismEntry {
+fn mechanism_entry(ckm: u64, info: &MechanismInfo, operation: u64) -> MechanismEntry {
     let flag_bits = [
-        (info.sign(), CKF_SIGN),
+        (true, operation),
         (info.hardware(), CKF_HW),
         (info.ec_f_p(), CKF_EC_F_P),
         (info.ec_f_2m(), CKF_EC_F_2M),
@@ -119,7 +171,7 @@ fn entry(base: BaseMechanism, info: &MechanismInfo) -> MechanismEntry {
         .filter(|(set, _)| *set)
         .fold(0, |flags, (_, bit)| flags | bit);
     MechanismEntry {
-        mechanism: base.ckm(),
+        mechanism: ckm,
         min_key_size: info.min_key_size() as u64,
         max_key_size: info.max_key_size() as u64,
         flags,

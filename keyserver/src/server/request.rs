@@ -200,7 +200,7 @@ fn decide_and_sign(context: &ClientContext, request: &SignRequest) -> Outcome {
     )
     .map_err(Failure::from)
     .and_then(|operation| {
-        check_token_supports(context, &key.token, operation.mechanism)?;
+        check_token_supports(context, &key.token, request.mechanism)?;
         service
             .backend
             .sign(key, &operation)
@@ -215,7 +215,7 @@ fn decide_and_sign(context: &ClientContext, request: &SignRequest) -> Outcome {
 fn check_token_supports(
     context: &ClientContext,
     token: &str,
-    mechanism: signing::BaseMechanism,
+    mechanism: u64,
 ) -> Result<(), Failure> {
     let token = context.service.backend.token(token);
     if token.is_some_and(|token| token.mechanism(mechanism).is_some()) {
@@ -223,7 +223,7 @@ fn check_token_supports(
     }
     let message = format!(
         "the backend token does not support {} for signing",
-        mechanism_name(mechanism.ckm())
+        mechanism_name(mechanism)
     );
     Err(Rejection {
         code: ErrorCode::MECHANISM_INVALID,
