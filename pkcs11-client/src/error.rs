@@ -69,15 +69,20 @@ pub(crate) enum Error {
     UserTypeInvalid(CK_USER_TYPE),
     #[error("PIN or KeySecret rejected by the keyserver")]
     PinIncorrect,
+    #[error("the random source takes no seed")]
+    RandomSeedNotSupported,
     /// The keyserver rejected the request with a reason that has no closer CKR_* value.
     #[error("keyserver: {0}")]
     Server(String),
     /// The keyserver passed on a CKR_* value returned by the backend token.
     #[error("backend token returned {rv:#x}: {message}")]
     Backend { rv: CK_RV, message: String },
-    /// The keyserver cannot be reached, or the connection failed.
-    #[error("keyserver unreachable: {0}")]
+    /// The connection to the keyserver failed.
+    #[error("keyserver connection failed: {0}")]
     Network(String),
+    /// No connection to the keyserver could be established in time: it is gone.
+    #[error("keyserver unreachable: {0}")]
+    Unreachable(String),
     /// A fault inside the module, such as a caught panic.
     #[error("internal error: {0}")]
     Internal(String),
@@ -113,7 +118,9 @@ impl Error {
             Self::UserNotLoggedIn => CKR_USER_NOT_LOGGED_IN,
             Self::UserTypeInvalid(_) => CKR_USER_TYPE_INVALID,
             Self::PinIncorrect => CKR_PIN_INCORRECT,
+            Self::RandomSeedNotSupported => CKR_RANDOM_SEED_NOT_SUPPORTED,
             Self::Server(_) | Self::Network(_) => CKR_DEVICE_ERROR,
+            Self::Unreachable(_) => CKR_DEVICE_REMOVED,
             Self::Backend { rv, .. } => *rv,
             Self::Internal(_) => CKR_GENERAL_ERROR,
         }
@@ -142,7 +149,11 @@ impl Error {
     pub(crate) fn is_operator_fault(&self) -> bool {
         matches!(
             self,
-            Self::Config(_) | Self::Server(_) | Self::Network(_) | Self::Internal(_)
+            Self::Config(_)
+                | Self::Server(_)
+                | Self::Network(_)
+                | Self::Unreachable(_)
+                | Self::Internal(_)
         )
     }
 }

@@ -11,7 +11,7 @@ use cryptoki_sys::*;
 
 use crate::error::{Error, Result};
 use crate::ops::{self, Signed};
-use crate::{ffi, module, token};
+use crate::{ffi, module, sign, token};
 
 /// Runs the body of a C function: no panic crosses the boundary, and every failure is
 /// logged once with the function's name.
@@ -248,12 +248,10 @@ pub(crate) unsafe extern "C" fn C_SignInit(
     guard("C_SignInit", || {
         // SAFETY: the caller passes NULL or a valid CK_MECHANISM.
         let mechanism = unsafe { ffi::out(mechanism) }?;
-        let parameter_len = if mechanism.pParameter.is_null() {
-            0
-        } else {
-            ffi::to_usize(mechanism.ulParameterLen)?
-        };
-        ops::sign_init(session, mechanism.mechanism, parameter_len, key)
+        let kind = sign::parameter_kind(mechanism.mechanism);
+        // SAFETY: the caller passes a parameter valid for its length, as C_SignInit requires.
+        let parameter = unsafe { ffi::mechanism_parameter(mechanism, kind) }?;
+        ops::sign_init(session, mechanism.mechanism, parameter, key)
     })
 }
 
@@ -326,4 +324,111 @@ unsafe fn write_signature(
         // SAFETY: guaranteed by the caller; the signature fits, as `sign` checked.
         Signed::Signature(signature) => unsafe { ffi::write_sized(&signature, buffer, len) },
     }
+}
+
+/// C_DigestInit (5.10), computed locally for the SHA-1 and SHA-2 mechanisms of the token.
+pub(crate) unsafe extern "C" fn C_DigestInit(
+    session: CK_SESSION_HANDLE,
+    mechanism: *mut CK_MECHANISM,
+) -> CK_RV {
+    guard("C_DigestInit", || {
+        // SAFETY: the caller passes NULL or a valid CK_MECHANISM.
+        let mechanism = unsafe { ffi::out(mechanism) }?;
+        if !mechanism.pParameter.is_null() && mechanism.ulParameterLen != 0 {
+            return Err(Error::MechanismParamInvalid);
+        }
+        ops::digest_init(session, mechanism.mechanism)
+    })
+}
+
+/// C_Digest (5.10).
+pub(crate) unsafe extern "C" fn C_Digest(
+    session: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    digest: *mut CK_BYTE,
+    digest_len: *mut CK_ULONG,
+) -> CK_RV {
+    guard("C_Digest", || {
+        // SAFETY: the caller passes `data_len` bytes of data, or NULL.
+        let data = unsafe { ffi::input(data, data_len) }?;
+        // SAFETY: the caller passes `digest_len` and a buffer of that many bytes, or NULL.
+        ops::digest_finish(session, Some(data), |value| unsafe {
+            write_digest(value, digest, digest_len)
+        })
+    })
+}
+
+/// C_DigestUpdate (5.10).
+pub(crate) unsafe extern "C" fn C_DigestUpdate(
+    session: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    part_len: CK_ULONG,
+) -> CK_RV {
+    guard("C_DigestUpdate", || {
+        // SAFETY: the caller passes `part_len` bytes, or NULL.
+        let part = unsafe { ffi::input(part, part_len) }?;
+        ops::digest_update(session, part)
+    })
+}
+
+/// C_DigestFinal (5.10).
+pub(crate) unsafe extern "C" fn C_DigestFinal(
+    session: CK_SESSION_HANDLE,
+    digest: *mut CK_BYTE,
+    digest_len: *mut CK_ULONG,
+) -> CK_RV {
+    guard("C_DigestFinal", || {
+        // SAFETY: the caller passes `digest_len` and a buffer of that many bytes, or NULL.
+        ops::digest_finish(session, None, |value| unsafe {
+            write_digest(value, digest, digest_len)
+        })
+    })
+}
+
+/// Writes a digest by the two-call convention and tells whether it was written, which ends
+/// the operation, rather than only sized.
+///
+/// # Safety
+/// As [`ffi::write_sized`].
+unsafe fn write_digest(value: &[u8], buffer: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<bool> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { ffi::write_sized(value, buffer, len) }?;
+    Ok(!buffer.is_null())
+}
+
+/// C_SeedRandom (5.15). The module's random source is the operating system's, which takes
+/// no seed.
+pub(crate) unsafe extern "C" fn C_SeedRandom(
+    session: CK_SESSION_HANDLE,
+    _seed: *mut CK_BYTE,
+    _seed_len: CK_ULONG,
+) -> CK_RV {
+    guard("C_SeedRandom", || {
+        module::get()?.state().session(session)?;
+        Err(Error::RandomSeedNotSupported)
+    })
+}
+
+/// C_GenerateRandom (5.15), from the operating system's random source on the client.
+pub(crate) unsafe extern "C" fn C_GenerateRandom(
+    session: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    len: CK_ULONG,
+) -> CK_RV {
+    guard("C_GenerateRandom", || {
+        // SAFETY: the caller passes a writable buffer of `len` bytes, or NULL.
+        let buffer = unsafe { ffi::output(data, len) }?;
+        ops::generate_random(session, buffer)
+    })
+}
+
+/// C_SessionCancel (PKCS#11 v3.0 section 5.6): ends the session's operations named by the
+/// CKF_SIGN, CKF_DIGEST and CKF_FIND_OBJECTS flags. Other flags name operations the module
+/// never starts, so they have nothing to cancel.
+pub(crate) unsafe extern "C" fn C_SessionCancel(
+    session: CK_SESSION_HANDLE,
+    flags: CK_FLAGS,
+) -> CK_RV {
+    guard("C_SessionCancel", || ops::session_cancel(session, flags))
 }

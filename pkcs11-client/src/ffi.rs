@@ -9,7 +9,8 @@
 use std::ptr;
 use std::slice;
 
-use cryptoki_sys::{CK_ATTRIBUTE, CK_ULONG};
+use cryptoki_sys::{CK_ATTRIBUTE, CK_EDDSA_PARAMS, CK_MECHANISM, CK_RSA_PKCS_PSS_PARAMS, CK_ULONG};
+use keyrelay_protocol::MechanismParameter;
 
 use crate::error::{Error, Result};
 
@@ -39,6 +40,23 @@ pub(crate) unsafe fn input<'a>(data: *const u8, len: CK_ULONG) -> Result<&'a [u8
     }
     // SAFETY: the caller guarantees `data` is valid for `len` bytes, and it is not NULL.
     Ok(unsafe { slice::from_raw_parts(data, len) })
+}
+
+/// Borrows a caller buffer of `len` bytes for writing. NULL is accepted only when empty.
+///
+/// # Safety
+/// `data` must be NULL or valid for writes of `len` bytes for the returned lifetime.
+pub(crate) unsafe fn output<'a>(data: *mut u8, len: CK_ULONG) -> Result<&'a mut [u8]> {
+    let len = to_usize(len)?;
+    if data.is_null() {
+        return if len == 0 {
+            Ok(&mut [])
+        } else {
+            Err(Error::ArgumentsBad("NULL buffer"))
+        };
+    }
+    // SAFETY: the caller guarantees `data` is valid for writes of `len` bytes.
+    Ok(unsafe { slice::from_raw_parts_mut(data, len) })
 }
 
 /// Borrows a mutable reference to a caller-owned value, rejecting NULL.
@@ -124,6 +142,83 @@ pub(crate) fn attribute_value(attribute: &CK_ATTRIBUTE) -> Result<&[u8]> {
     // SAFETY: a template entry's pValue is valid for ulValueLen bytes by the C_FindObjectsInit
     // contract, and the entry itself was borrowed through `template`.
     unsafe { input(attribute.pValue as *const u8, attribute.ulValueLen) }
+}
+
+/// The C structure a mechanism's parameter must have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ParameterKind {
+    /// No parameter: pParameter must be NULL.
+    None,
+    /// CK_RSA_PKCS_PSS_PARAMS.
+    RsaPss,
+    /// CK_EDDSA_PARAMS, or NULL for plain Ed25519.
+    Eddsa,
+}
+
+/// A mechanism parameter read from C, before the mechanism itself is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Parameter {
+    /// Read successfully.
+    Valid(MechanismParameter),
+    /// Present with the wrong length, or present where the mechanism takes none.
+    Invalid,
+}
+
+/// Reads the parameter of `mechanism`, expected to have the structure `kind`.
+///
+/// # Safety
+/// `mechanism.pParameter` must be NULL or valid for `ulParameterLen` bytes, and pointers
+/// inside the structure must be valid for the lengths they give.
+pub(crate) unsafe fn mechanism_parameter(
+    mechanism: &CK_MECHANISM,
+    kind: ParameterKind,
+) -> Result<Parameter> {
+    let pointer = mechanism.pParameter;
+    let len = to_usize(mechanism.ulParameterLen)?;
+    if pointer.is_null() {
+        return Ok(match kind {
+            ParameterKind::RsaPss => Parameter::Invalid,
+            _ => Parameter::Valid(MechanismParameter::None),
+        });
+    }
+    match kind {
+        ParameterKind::RsaPss if len == size_of::<CK_RSA_PKCS_PSS_PARAMS>() => {
+            // SAFETY: the caller guarantees `pointer` is valid for `len` bytes, which is the
+            // structure's size; read_unaligned tolerates any alignment.
+            let params = unsafe { pointer.cast::<CK_RSA_PKCS_PSS_PARAMS>().read_unaligned() };
+            Ok(Parameter::Valid(MechanismParameter::RsaPss {
+                hash: params.hashAlg.into(),
+                mgf: params.mgf.into(),
+                salt_len: params.sLen.into(),
+            }))
+        }
+        ParameterKind::Eddsa if len == size_of::<CK_EDDSA_PARAMS>() => {
+            // SAFETY: as above, for CK_EDDSA_PARAMS.
+            let params = unsafe { pointer.cast::<CK_EDDSA_PARAMS>().read_unaligned() };
+            // SAFETY: the caller guarantees the context pointer is valid for its length.
+            let context = unsafe { input(params.pContextData, params.ulContextDataLen) }?;
+            Ok(Parameter::Valid(MechanismParameter::Eddsa {
+                prehash: params.phFlag != 0,
+                context: context.to_vec(),
+            }))
+        }
+        _ if len == 0 && kind == ParameterKind::None => {
+            Ok(Parameter::Valid(MechanismParameter::None))
+        }
+        _ => Ok(Parameter::Invalid),
+    }
+}
+
+/// Borrows a NUL-terminated C string's bytes, without the NUL, or `None` for NULL.
+///
+/// # Safety
+/// `text` must be NULL or point to a NUL-terminated string valid for the returned lifetime.
+pub(crate) unsafe fn c_string<'a>(text: *const u8) -> Option<&'a [u8]> {
+    if text.is_null() {
+        return None;
+    }
+    // SAFETY: guaranteed by the caller.
+    Some(unsafe { std::ffi::CStr::from_ptr(text.cast()) }.to_bytes())
 }
 
 /// Copies `text` into a fixed-size PKCS#11 string field, blank-padded, never NUL-terminated.

@@ -7,7 +7,9 @@ use cryptoki_sys::*;
 use keyrelay_protocol::{KeySecret, MechanismEntry, SignRequest};
 
 use crate::attributes;
+use crate::digest::Hash;
 use crate::error::{Error, Result};
+use crate::ffi::Parameter;
 use crate::module::{self, Module};
 use crate::sign::{self, SignOperation};
 use crate::token;
@@ -142,6 +144,9 @@ pub(crate) fn session_info(session: CK_SESSION_HANDLE, info: &mut CK_SESSION_INF
 /// it unless the current one already did.
 pub(crate) fn login(session: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
     let module = module::get()?;
+    if user_type == CKU_CONTEXT_SPECIFIC {
+        return context_login(&module, session, pin);
+    }
     let slot_id = {
         let state = module.state();
         let slot_id = state.session(session)?.slot_id;
@@ -164,6 +169,36 @@ pub(crate) fn login(session: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[
         authenticate(&module, secret)?;
     }
     module.state().slot_mut(slot_id)?.logged_in = true;
+    Ok(())
+}
+
+/// Authorizes the active sign operation of a key with CKA_ALWAYS_AUTHENTICATE (PKCS#11 v2.40
+/// section 4.9). The PIN must be the KeySecret already in use, unless one is configured.
+fn context_login(module: &Module, session: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+    {
+        let state = module.state();
+        let entry = state.session(session)?;
+        entry.sign.as_ref().ok_or(Error::OperationNotInitialized)?;
+        if !state.slot(entry.slot_id)?.logged_in {
+            return Err(Error::UserNotLoggedIn);
+        }
+    }
+    if module.configured_secret.is_none() {
+        let remote = module.remote.clone();
+        let secret = KeySecret::new(pin.to_vec());
+        let matches =
+            module.block_on(async move { Ok(remote.is_authenticated_with(&secret).await) })?;
+        if !matches {
+            return Err(Error::PinIncorrect);
+        }
+    }
+    let mut state = module.state();
+    let operation = state
+        .session_mut(session)?
+        .sign
+        .as_mut()
+        .ok_or(Error::OperationNotInitialized)?;
+    operation.authorized = true;
     Ok(())
 }
 
@@ -230,7 +265,7 @@ pub(crate) fn get_attribute_value(
 pub(crate) fn sign_init(
     session: CK_SESSION_HANDLE,
     mechanism: CK_MECHANISM_TYPE,
-    parameter_len: usize,
+    parameter: Parameter,
     key: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     let module = module::get()?;
@@ -249,7 +284,7 @@ pub(crate) fn sign_init(
     let object = state
         .object(session, key)
         .map_err(|_| Error::KeyHandleInvalid(key))?;
-    let operation = SignOperation::new(mechanism, parameter_len, object, state.max_input_len())?;
+    let operation = SignOperation::new(mechanism, parameter, object, state.max_input_len())?;
     state.session_mut(session)?.sign = Some(operation);
     Ok(())
 }
@@ -321,4 +356,100 @@ fn finish_sign(
         }
         _ => Ok(Signed::Signature(signature)),
     }
+}
+
+pub(crate) fn digest_init(session: CK_SESSION_HANDLE, mechanism: CK_MECHANISM_TYPE) -> Result<()> {
+    let module = module::get()?;
+    let slot_id = module.state().session(session)?.slot_id;
+    let available = mechanisms(&module, slot_id)?;
+    let hash = Hash::from_ckm(mechanism)
+        .filter(|_| {
+            available
+                .iter()
+                .any(|e| CK_MECHANISM_TYPE::try_from(e.mechanism) == Ok(mechanism))
+        })
+        .ok_or(Error::MechanismInvalid(mechanism))?;
+    let mut state = module.state();
+    let entry = state.session_mut(session)?;
+    if entry.digest.is_some() {
+        return Err(Error::OperationActive);
+    }
+    entry.digest = Some(hash.start());
+    Ok(())
+}
+
+/// Runs a digest step on the session's active digest operation. An error ends the
+/// operation, as PKCS#11 requires for every result except CKR_BUFFER_TOO_SMALL.
+fn with_digest<T>(
+    session: CK_SESSION_HANDLE,
+    step: impl FnOnce(&mut crate::digest::Hasher) -> Result<T>,
+) -> Result<T> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let entry = state.session_mut(session)?;
+    let hasher = entry
+        .digest
+        .as_mut()
+        .ok_or(Error::OperationNotInitialized)?;
+    let result = step(hasher);
+    if result
+        .as_ref()
+        .is_err_and(|error| !matches!(error, Error::BufferTooSmall))
+    {
+        entry.digest = None;
+    }
+    result
+}
+
+pub(crate) fn digest_update(session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    with_digest(session, |hasher| {
+        hasher.update(data);
+        Ok(())
+    })
+}
+
+/// Computes the digest for C_Digest (with `data`) or C_DigestFinal (without), and writes it
+/// through `write`, which applies the two-call convention. The operation ends once the
+/// digest has been written.
+pub(crate) fn digest_finish(
+    session: CK_SESSION_HANDLE,
+    data: Option<&[u8]>,
+    write: impl FnOnce(&[u8]) -> Result<bool>,
+) -> Result<()> {
+    let done = with_digest(session, |hasher| {
+        let mut copy = hasher.clone();
+        if let Some(data) = data {
+            copy.update(data);
+        }
+        write(&copy.digest())
+    })?;
+    if done {
+        let module = module::get()?;
+        module.state().session_mut(session)?.digest = None;
+    }
+    Ok(())
+}
+
+pub(crate) fn generate_random(session: CK_SESSION_HANDLE, buffer: &mut [u8]) -> Result<()> {
+    use ring::rand::SecureRandom;
+    module::get()?.state().session(session)?;
+    ring::rand::SystemRandom::new()
+        .fill(buffer)
+        .map_err(|_| Error::Internal("the system random source failed".into()))
+}
+
+pub(crate) fn session_cancel(session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let entry = state.session_mut(session)?;
+    if flags & CKF_SIGN != 0 {
+        entry.sign = None;
+    }
+    if flags & CKF_DIGEST != 0 {
+        entry.digest = None;
+    }
+    if flags & CKF_FIND_OBJECTS != 0 {
+        entry.find = None;
+    }
+    Ok(())
 }

@@ -121,7 +121,9 @@ impl Remote {
     async fn connect(&self, secret: &KeySecret) -> Result<(quinn::Connection, Catalogue)> {
         let connection = tokio::time::timeout(self.connect_timeout, self.handshake())
             .await
-            .map_err(|_| Error::Network(format!("connecting to {} timed out", self.server)))??;
+            .map_err(|_| {
+                Error::Unreachable(format!("connecting to {} timed out", self.server))
+            })??;
         let hello = Request::Hello(Hello {
             version: PROTOCOL_VERSION,
             key_id: self.key_id.clone(),
@@ -138,7 +140,7 @@ impl Remote {
     async fn handshake(&self) -> Result<quinn::Connection> {
         let address = tokio::net::lookup_host(&self.server)
             .await
-            .map_err(|e| Error::Network(format!("cannot resolve {}: {e}", self.server)))?
+            .map_err(|e| Error::Unreachable(format!("cannot resolve {}: {e}", self.server)))?
             .next()
             .ok_or_else(|| Error::Network(format!("{} has no address", self.server)))?;
         let connecting = self

@@ -6,46 +6,65 @@
 
 use cryptoki_sys::*;
 use keyrelay_protocol::{AttributeValue, MechanismParameter, ObjectEntry, SignInput, SignRequest};
-use ring::digest;
 
+use crate::digest::{Hash, Hasher};
 use crate::error::{Error, Result};
+use crate::ffi::{Parameter, ParameterKind};
 
 /// A mechanism the module can forward.
 struct MechanismSpec {
     mechanism: CK_MECHANISM_TYPE,
     key_type: CK_KEY_TYPE,
-    digest: Option<&'static digest::Algorithm>,
+    hash: Option<Hash>,
+    parameter: ParameterKind,
 }
 
-const MECHANISMS: [MechanismSpec; 4] = [
+const fn spec(
+    mechanism: CK_MECHANISM_TYPE,
+    key_type: CK_KEY_TYPE,
+    hash: Option<Hash>,
+    parameter: ParameterKind,
+) -> MechanismSpec {
     MechanismSpec {
-        mechanism: CKM_RSA_PKCS,
-        key_type: CKK_RSA,
-        digest: None,
-    },
-    MechanismSpec {
-        mechanism: CKM_SHA256_RSA_PKCS,
-        key_type: CKK_RSA,
-        digest: Some(&digest::SHA256),
-    },
-    MechanismSpec {
-        mechanism: CKM_ECDSA,
-        key_type: CKK_EC,
-        digest: None,
-    },
-    MechanismSpec {
-        mechanism: CKM_ECDSA_SHA256,
-        key_type: CKK_EC,
-        digest: Some(&digest::SHA256),
-    },
-];
+        mechanism,
+        key_type,
+        hash,
+        parameter,
+    }
+}
+
+const MECHANISMS: [MechanismSpec; 19] = {
+    use Hash::*;
+    use ParameterKind::{Eddsa, None as Plain, RsaPss};
+    [
+        spec(CKM_RSA_PKCS, CKK_RSA, None, Plain),
+        spec(CKM_SHA1_RSA_PKCS, CKK_RSA, Some(Sha1), Plain),
+        spec(CKM_SHA224_RSA_PKCS, CKK_RSA, Some(Sha224), Plain),
+        spec(CKM_SHA256_RSA_PKCS, CKK_RSA, Some(Sha256), Plain),
+        spec(CKM_SHA384_RSA_PKCS, CKK_RSA, Some(Sha384), Plain),
+        spec(CKM_SHA512_RSA_PKCS, CKK_RSA, Some(Sha512), Plain),
+        spec(CKM_RSA_PKCS_PSS, CKK_RSA, None, RsaPss),
+        spec(CKM_SHA1_RSA_PKCS_PSS, CKK_RSA, Some(Sha1), RsaPss),
+        spec(CKM_SHA224_RSA_PKCS_PSS, CKK_RSA, Some(Sha224), RsaPss),
+        spec(CKM_SHA256_RSA_PKCS_PSS, CKK_RSA, Some(Sha256), RsaPss),
+        spec(CKM_SHA384_RSA_PKCS_PSS, CKK_RSA, Some(Sha384), RsaPss),
+        spec(CKM_SHA512_RSA_PKCS_PSS, CKK_RSA, Some(Sha512), RsaPss),
+        spec(CKM_ECDSA, CKK_EC, None, Plain),
+        spec(CKM_ECDSA_SHA1, CKK_EC, Some(Sha1), Plain),
+        spec(CKM_ECDSA_SHA224, CKK_EC, Some(Sha224), Plain),
+        spec(CKM_ECDSA_SHA256, CKK_EC, Some(Sha256), Plain),
+        spec(CKM_ECDSA_SHA384, CKK_EC, Some(Sha384), Plain),
+        spec(CKM_ECDSA_SHA512, CKK_EC, Some(Sha512), Plain),
+        spec(CKM_EDDSA, CKK_EC_EDWARDS, None, Eddsa),
+    ]
+};
 
 /// Bytes of PKCS#1 v1.5 padding that CKM_RSA_PKCS adds at the least (RFC 8017, 9.2).
 const PKCS1_OVERHEAD: usize = 11;
 
-/// DER encodings of the named curves the module can size signatures for, with the length of
-/// a raw r||s signature on each.
-const CURVES: [(&[u8], usize); 3] = [
+/// Encodings of CKA_EC_PARAMS that the module can size signatures for, with the length of a
+/// raw signature on each: r||s for ECDSA, R||S for EdDSA.
+const CURVES: [(&[u8], usize); 7] = [
     // prime256v1 (P-256), 1.2.840.10045.3.1.7
     (
         &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
@@ -55,54 +74,64 @@ const CURVES: [(&[u8], usize); 3] = [
     (&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22], 96),
     // secp521r1 (P-521), 1.3.132.0.35
     (&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23], 132),
+    // id-Ed25519, 1.3.101.112
+    (&[0x06, 0x03, 0x2b, 0x65, 0x70], 64),
+    // id-Ed448, 1.3.101.113
+    (&[0x06, 0x03, 0x2b, 0x65, 0x71], 114),
+    // PrintableString "edwards25519", which PKCS#11 v3.0 also allows
+    (b"\x13\x0cedwards25519", 64),
+    // PrintableString "edwards448"
+    (b"\x13\x0aedwards448", 114),
 ];
 
 /// Tells whether the module can forward `mechanism`.
 pub(crate) fn supports(mechanism: CK_MECHANISM_TYPE) -> bool {
-    MECHANISMS.iter().any(|spec| spec.mechanism == mechanism)
+    find(mechanism).is_some()
+}
+
+/// The parameter structure `mechanism` takes. Mechanisms the module cannot forward get
+/// [`ParameterKind::None`], and C_SignInit then rejects the mechanism itself.
+pub(crate) fn parameter_kind(mechanism: CK_MECHANISM_TYPE) -> ParameterKind {
+    find(mechanism).map_or(ParameterKind::None, |spec| spec.parameter)
+}
+
+fn find(mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismSpec> {
+    MECHANISMS.iter().find(|spec| spec.mechanism == mechanism)
 }
 
 /// An active sign operation of one session.
+#[derive(Debug)]
 pub(crate) struct SignOperation {
     key_name: String,
     mechanism: CK_MECHANISM_TYPE,
-    hasher: Option<digest::Context>,
+    parameter: MechanismParameter,
+    hasher: Option<Hasher>,
+    /// Required length of raw input, for CKM_RSA_PKCS_PSS: the hash length.
+    exact_data_len: Option<usize>,
     signature_len: usize,
     max_data_len: usize,
     multipart: bool,
+    /// False until a CKU_CONTEXT_SPECIFIC login, for keys with CKA_ALWAYS_AUTHENTICATE.
+    pub(crate) authorized: bool,
     /// A signature already produced, kept when it did not fit the caller's buffer.
     pub(crate) result: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for SignOperation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignOperation")
-            .field("key_name", &self.key_name)
-            .field("mechanism", &self.mechanism)
-            .field("signature_len", &self.signature_len)
-            .field("multipart", &self.multipart)
-            .finish_non_exhaustive()
-    }
 }
 
 impl SignOperation {
     /// Checks a C_SignInit request against the key and starts the operation.
     ///
-    /// `parameter_len` is the length of the caller's mechanism parameter: the mechanisms
-    /// supported here take none. `max_input_len` is the keyserver's limit on raw input.
+    /// `max_input_len` is the keyserver's limit on input that is not hashed locally.
     pub(crate) fn new(
         mechanism: CK_MECHANISM_TYPE,
-        parameter_len: usize,
+        parameter: Parameter,
         key: &ObjectEntry,
         max_input_len: usize,
     ) -> Result<Self> {
-        let spec = MECHANISMS
-            .iter()
-            .find(|spec| spec.mechanism == mechanism)
-            .ok_or(Error::MechanismInvalid(mechanism))?;
-        if parameter_len != 0 {
+        let spec = find(mechanism).ok_or(Error::MechanismInvalid(mechanism))?;
+        let Parameter::Valid(parameter) = parameter else {
             return Err(Error::MechanismParamInvalid);
-        }
+        };
+        let exact_data_len = check_parameter(spec, &parameter)?;
         check_key(key, spec)?;
         let signature_len = signature_len(key, spec.key_type)?;
         let max_data_len = match spec.key_type {
@@ -114,10 +143,13 @@ impl SignOperation {
         Ok(Self {
             key_name: key.key_name.clone(),
             mechanism,
-            hasher: spec.digest.map(digest::Context::new),
+            parameter,
+            hasher: spec.hash.map(Hash::start),
+            exact_data_len,
             signature_len,
             max_data_len,
             multipart: false,
+            authorized: !always_authenticate(key),
             result: None,
         })
     }
@@ -137,6 +169,7 @@ impl SignOperation {
 
     /// Builds the request for a single-part signature (C_Sign).
     pub(crate) fn single_part_request(&self, data: &[u8]) -> Result<SignRequest> {
+        self.check_authorized()?;
         if self.multipart {
             return Err(Error::OperationActive);
         }
@@ -144,9 +177,12 @@ impl SignOperation {
             Some(hasher) => {
                 let mut hasher = hasher.clone();
                 hasher.update(data);
-                SignInput::Digest(hasher.finish().as_ref().to_vec())
+                SignInput::Digest(hasher.digest())
             }
             None if data.len() > self.max_data_len => return Err(Error::DataLenRange),
+            None if self.exact_data_len.is_some_and(|len| len != data.len()) => {
+                return Err(Error::DataLenRange);
+            }
             None => SignInput::Data(data.to_vec()),
         };
         Ok(self.request(input))
@@ -154,19 +190,59 @@ impl SignOperation {
 
     /// Builds the request that ends a multi-part signature (C_SignFinal).
     pub(crate) fn final_request(&self) -> Result<SignRequest> {
+        self.check_authorized()?;
         let hasher = self.hasher.as_ref().ok_or(Error::FunctionNotSupported)?;
-        let digest = hasher.clone().finish();
-        Ok(self.request(SignInput::Digest(digest.as_ref().to_vec())))
+        Ok(self.request(SignInput::Digest(hasher.digest())))
+    }
+
+    fn check_authorized(&self) -> Result<()> {
+        if self.authorized {
+            Ok(())
+        } else {
+            Err(Error::UserNotLoggedIn)
+        }
     }
 
     fn request(&self, input: SignInput) -> SignRequest {
         SignRequest {
             key_name: self.key_name.clone(),
             mechanism: self.mechanism.into(),
-            parameter: MechanismParameter::None,
+            parameter: self.parameter.clone(),
             input,
         }
     }
+}
+
+/// Checks the parameter against the mechanism (PKCS#11 v3.0 section 2.1.14 for PSS) and
+/// returns the exact input length it implies for raw RSA-PSS.
+fn check_parameter(spec: &MechanismSpec, parameter: &MechanismParameter) -> Result<Option<usize>> {
+    let MechanismParameter::RsaPss { hash, mgf, .. } = parameter else {
+        return Ok(None);
+    };
+    let hash = CK_MECHANISM_TYPE::try_from(*hash)
+        .ok()
+        .and_then(Hash::from_ckm)
+        .ok_or(Error::MechanismParamInvalid)?;
+    if spec.hash.is_some_and(|expected| expected != hash) {
+        return Err(Error::MechanismParamInvalid);
+    }
+    let known_mgf = [
+        Hash::Sha1,
+        Hash::Sha224,
+        Hash::Sha256,
+        Hash::Sha384,
+        Hash::Sha512,
+    ]
+    .iter()
+    .any(|h| u64::from(h.mgf1()) == *mgf);
+    if !known_mgf {
+        return Err(Error::MechanismParamInvalid);
+    }
+    Ok(spec.hash.is_none().then(|| hash.output_len()))
+}
+
+fn always_authenticate(key: &ObjectEntry) -> bool {
+    key.attribute(CKA_ALWAYS_AUTHENTICATE.into()) == Some(&AttributeValue::Bool(true))
 }
 
 fn check_key(key: &ObjectEntry, spec: &MechanismSpec) -> Result<()> {
@@ -196,110 +272,10 @@ fn signature_len(key: &ObjectEntry, key_type: CK_KEY_TYPE) -> Result<usize> {
     let params = bytes(CKA_EC_PARAMS)?;
     CURVES
         .iter()
-        .find(|(oid, _)| *oid == params)
+        .find(|(encoding, _)| *encoding == params)
         .map(|&(_, len)| len)
         .ok_or(Error::KeyTypeInconsistent)
 }
 
 #[cfg(test)]
-mod tests {
-    use keyrelay_protocol::Attribute;
-
-    use super::*;
-
-    fn key(key_type: CK_KEY_TYPE, extra: Attribute) -> ObjectEntry {
-        let attribute = |kind: CK_ATTRIBUTE_TYPE, value| Attribute {
-            kind: kind.into(),
-            value,
-        };
-        ObjectEntry {
-            handle: 1,
-            key_name: "k".into(),
-            attributes: vec![
-                attribute(CKA_CLASS, AttributeValue::Ulong(CKO_PRIVATE_KEY.into())),
-                attribute(CKA_KEY_TYPE, AttributeValue::Ulong(key_type.into())),
-                attribute(CKA_SIGN, AttributeValue::Bool(true)),
-                extra,
-            ],
-        }
-    }
-
-    fn rsa_key() -> ObjectEntry {
-        let modulus = Attribute {
-            kind: CKA_MODULUS.into(),
-            value: AttributeValue::Bytes(vec![0xff; 256]),
-        };
-        key(CKK_RSA, modulus)
-    }
-
-    fn ec_key() -> ObjectEntry {
-        let params = Attribute {
-            kind: CKA_EC_PARAMS.into(),
-            value: AttributeValue::Bytes(CURVES[0].0.to_vec()),
-        };
-        key(CKK_EC, params)
-    }
-
-    #[test]
-    fn rsa_signature_length_is_modulus_length() {
-        let operation = SignOperation::new(CKM_RSA_PKCS, 0, &rsa_key(), 4096).unwrap();
-        assert_eq!(operation.signature_len(), 256);
-    }
-
-    #[test]
-    fn p256_signature_length_is_64() {
-        let operation = SignOperation::new(CKM_ECDSA, 0, &ec_key(), 4096).unwrap();
-        assert_eq!(operation.signature_len(), 64);
-    }
-
-    #[test]
-    fn mechanism_must_match_key_type() {
-        let error = SignOperation::new(CKM_ECDSA, 0, &rsa_key(), 4096).unwrap_err();
-        assert_eq!(error.rv(), CKR_KEY_TYPE_INCONSISTENT);
-    }
-
-    #[test]
-    fn parameter_is_rejected() {
-        let error = SignOperation::new(CKM_RSA_PKCS, 8, &rsa_key(), 4096).unwrap_err();
-        assert_eq!(error.rv(), CKR_MECHANISM_PARAM_INVALID);
-    }
-
-    #[test]
-    fn raw_rsa_input_is_bounded_by_modulus() {
-        let operation = SignOperation::new(CKM_RSA_PKCS, 0, &rsa_key(), 4096).unwrap();
-        assert!(operation.single_part_request(&[0; 245]).is_ok());
-        let error = operation.single_part_request(&[0; 246]).unwrap_err();
-        assert_eq!(error.rv(), CKR_DATA_LEN_RANGE);
-    }
-
-    #[test]
-    fn multipart_hashes_like_single_part() {
-        let mut operation = SignOperation::new(CKM_SHA256_RSA_PKCS, 0, &rsa_key(), 4096).unwrap();
-        let single = operation.single_part_request(b"hello world").unwrap();
-        operation.update(b"hello ").unwrap();
-        operation.update(b"world").unwrap();
-        let multi = operation.final_request().unwrap();
-        assert_eq!(single, multi);
-        let expected = digest::digest(&digest::SHA256, b"hello world");
-        assert_eq!(multi.input, SignInput::Digest(expected.as_ref().to_vec()));
-    }
-
-    #[test]
-    fn raw_mechanism_has_no_multipart() {
-        let mut operation = SignOperation::new(CKM_ECDSA, 0, &ec_key(), 4096).unwrap();
-        assert_eq!(
-            operation.update(b"x").unwrap_err().rv(),
-            CKR_FUNCTION_NOT_SUPPORTED
-        );
-    }
-
-    #[test]
-    fn single_part_after_update_is_rejected() {
-        let mut operation = SignOperation::new(CKM_ECDSA_SHA256, 0, &ec_key(), 4096).unwrap();
-        operation.update(b"x").unwrap();
-        assert_eq!(
-            operation.single_part_request(b"y").unwrap_err().rv(),
-            CKR_OPERATION_ACTIVE
-        );
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use cryptoki_sys::*;
 use keyrelay_protocol::{AttributeValue, Catalogue, ObjectEntry, TokenEntry, slot_id_for_token};
 
+use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::sign::SignOperation;
 
@@ -32,6 +33,7 @@ pub(crate) struct Session {
     pub(crate) read_write: bool,
     pub(crate) find: Option<FindOperation>,
     pub(crate) sign: Option<SignOperation>,
+    pub(crate) digest: Option<Hasher>,
 }
 
 /// Handles matched by C_FindObjectsInit, not yet returned by C_FindObjects.
@@ -139,6 +141,7 @@ impl State {
             read_write: flags & CKF_RW_SESSION != 0,
             find: None,
             sign: None,
+            digest: None,
         };
         self.sessions.insert(handle, session);
         Ok(handle)

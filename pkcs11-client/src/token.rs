@@ -54,7 +54,7 @@ pub(crate) fn fill_token_info(
     );
     pad(&mut info.model, or(&token.model, "remote token"));
     pad(&mut info.serialNumber, &token.serial_number);
-    info.flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_LOGIN_REQUIRED;
+    info.flags = CKF_RNG | CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED | CKF_LOGIN_REQUIRED;
     info.ulMaxSessionCount = CK_EFFECTIVELY_INFINITE;
     info.ulSessionCount = to_ulong(sessions.0);
     info.ulMaxRwSessionCount = CK_EFFECTIVELY_INFINITE;
