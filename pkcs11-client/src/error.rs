@@ -69,6 +69,10 @@ pub(crate) enum Error {
     UserTypeInvalid(CK_USER_TYPE),
     #[error("PIN or KeySecret rejected by the keyserver")]
     PinIncorrect,
+    #[error("the signature is invalid")]
+    SignatureInvalid,
+    #[error("the signature has the wrong length")]
+    SignatureLenRange,
     #[error("the random source takes no seed")]
     RandomSeedNotSupported,
     /// The keyserver rejected the request with a reason that has no closer CKR_* value.
@@ -119,6 +123,8 @@ impl Error {
             Self::UserTypeInvalid(_) => CKR_USER_TYPE_INVALID,
             Self::PinIncorrect => CKR_PIN_INCORRECT,
             Self::RandomSeedNotSupported => CKR_RANDOM_SEED_NOT_SUPPORTED,
+            Self::SignatureInvalid => CKR_SIGNATURE_INVALID,
+            Self::SignatureLenRange => CKR_SIGNATURE_LEN_RANGE,
             Self::Server(_) | Self::Network(_) => CKR_DEVICE_ERROR,
             Self::Unreachable(_) => CKR_DEVICE_REMOVED,
             Self::Backend { rv, .. } => *rv,

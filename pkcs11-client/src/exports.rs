@@ -432,3 +432,62 @@ pub(crate) unsafe extern "C" fn C_SessionCancel(
 ) -> CK_RV {
     guard("C_SessionCancel", || ops::session_cancel(session, flags))
 }
+
+/// C_VerifyInit (5.12), done locally with a public key object.
+pub(crate) unsafe extern "C" fn C_VerifyInit(
+    session: CK_SESSION_HANDLE,
+    mechanism: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    guard("C_VerifyInit", || {
+        // SAFETY: the caller passes NULL or a valid CK_MECHANISM.
+        let mechanism = unsafe { ffi::out(mechanism) }?;
+        let kind = sign::parameter_kind(mechanism.mechanism);
+        // SAFETY: the caller passes a parameter valid for its length.
+        let parameter = unsafe { ffi::mechanism_parameter(mechanism, kind) }?;
+        ops::verify_init(session, mechanism.mechanism, parameter, key)
+    })
+}
+
+/// C_Verify (5.12).
+pub(crate) unsafe extern "C" fn C_Verify(
+    session: CK_SESSION_HANDLE,
+    data: *mut CK_BYTE,
+    data_len: CK_ULONG,
+    signature: *mut CK_BYTE,
+    signature_len: CK_ULONG,
+) -> CK_RV {
+    guard("C_Verify", || {
+        // SAFETY: the caller passes `data_len` bytes of data, or NULL.
+        let data = unsafe { ffi::input(data, data_len) }?;
+        // SAFETY: the caller passes `signature_len` bytes of signature, or NULL.
+        let signature = unsafe { ffi::input(signature, signature_len) }?;
+        ops::verify(session, data, signature)
+    })
+}
+
+/// C_VerifyUpdate (5.12). Hash-and-sign mechanisms only.
+pub(crate) unsafe extern "C" fn C_VerifyUpdate(
+    session: CK_SESSION_HANDLE,
+    part: *mut CK_BYTE,
+    part_len: CK_ULONG,
+) -> CK_RV {
+    guard("C_VerifyUpdate", || {
+        // SAFETY: the caller passes `part_len` bytes, or NULL.
+        let part = unsafe { ffi::input(part, part_len) }?;
+        ops::verify_update(session, part)
+    })
+}
+
+/// C_VerifyFinal (5.12).
+pub(crate) unsafe extern "C" fn C_VerifyFinal(
+    session: CK_SESSION_HANDLE,
+    signature: *mut CK_BYTE,
+    signature_len: CK_ULONG,
+) -> CK_RV {
+    guard("C_VerifyFinal", || {
+        // SAFETY: the caller passes `signature_len` bytes of signature, or NULL.
+        let signature = unsafe { ffi::input(signature, signature_len) }?;
+        ops::verify_final(session, signature)
+    })
+}

@@ -32,6 +32,7 @@ mod sign;
 mod state;
 mod token;
 mod unsupported;
+mod verify;
 
 use cryptoki_sys::*;
 

@@ -13,6 +13,7 @@ use crate::ffi::Parameter;
 use crate::module::{self, Module};
 use crate::sign::{self, SignOperation};
 use crate::token;
+use crate::verify::VerifyOperation;
 
 /// Result of C_Sign or C_SignFinal before it is written to the caller.
 #[derive(Debug)]
@@ -448,8 +449,75 @@ pub(crate) fn session_cancel(session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Res
     if flags & CKF_DIGEST != 0 {
         entry.digest = None;
     }
+    if flags & CKF_VERIFY != 0 {
+        entry.verify = None;
+    }
     if flags & CKF_FIND_OBJECTS != 0 {
         entry.find = None;
     }
     Ok(())
+}
+
+pub(crate) fn verify_init(
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+    parameter: Parameter,
+    key: CK_OBJECT_HANDLE,
+) -> Result<()> {
+    let module = module::get()?;
+    let slot_id = module.state().session(session)?.slot_id;
+    let available = mechanisms(&module, slot_id)?;
+    let mut state = module.state();
+    if state.session(session)?.verify.is_some() {
+        return Err(Error::OperationActive);
+    }
+    if !available
+        .iter()
+        .any(|e| CK_MECHANISM_TYPE::try_from(e.mechanism) == Ok(mechanism))
+    {
+        return Err(Error::MechanismInvalid(mechanism));
+    }
+    let object = state
+        .object(session, key)
+        .map_err(|_| Error::KeyHandleInvalid(key))?;
+    let operation = VerifyOperation::new(mechanism, parameter, object)?;
+    state.session_mut(session)?.verify = Some(operation);
+    Ok(())
+}
+
+/// Runs the final step of a verification. The operation ends whatever the outcome.
+fn finish_verify(
+    session: CK_SESSION_HANDLE,
+    step: impl FnOnce(&VerifyOperation) -> Result<()>,
+) -> Result<()> {
+    let module = module::get()?;
+    let operation = {
+        let mut state = module.state();
+        let entry = state.session_mut(session)?;
+        entry.verify.take().ok_or(Error::OperationNotInitialized)?
+    };
+    step(&operation)
+}
+
+pub(crate) fn verify(session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+    finish_verify(session, |operation| operation.verify(data, signature))
+}
+
+pub(crate) fn verify_update(session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    let module = module::get()?;
+    let mut state = module.state();
+    let entry = state.session_mut(session)?;
+    let operation = entry
+        .verify
+        .as_mut()
+        .ok_or(Error::OperationNotInitialized)?;
+    let result = operation.update(data);
+    if result.is_err() {
+        entry.verify = None;
+    }
+    result
+}
+
+pub(crate) fn verify_final(session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+    finish_verify(session, |operation| operation.verify_final(signature))
 }

@@ -12,11 +12,11 @@ use crate::error::{Error, Result};
 use crate::ffi::{Parameter, ParameterKind};
 
 /// A mechanism the module can forward.
-struct MechanismSpec {
-    mechanism: CK_MECHANISM_TYPE,
-    key_type: CK_KEY_TYPE,
-    hash: Option<Hash>,
-    parameter: ParameterKind,
+pub(crate) struct MechanismSpec {
+    pub(crate) mechanism: CK_MECHANISM_TYPE,
+    pub(crate) key_type: CK_KEY_TYPE,
+    pub(crate) hash: Option<Hash>,
+    pub(crate) parameter: ParameterKind,
 }
 
 const fn spec(
@@ -95,7 +95,8 @@ pub(crate) fn parameter_kind(mechanism: CK_MECHANISM_TYPE) -> ParameterKind {
     find(mechanism).map_or(ParameterKind::None, |spec| spec.parameter)
 }
 
-fn find(mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismSpec> {
+/// Returns how the module handles `mechanism`, if it can.
+pub(crate) fn find(mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismSpec> {
     MECHANISMS.iter().find(|spec| spec.mechanism == mechanism)
 }
 
@@ -215,7 +216,10 @@ impl SignOperation {
 
 /// Checks the parameter against the mechanism (PKCS#11 v3.0 section 2.1.14 for PSS) and
 /// returns the exact input length it implies for raw RSA-PSS.
-fn check_parameter(spec: &MechanismSpec, parameter: &MechanismParameter) -> Result<Option<usize>> {
+pub(crate) fn check_parameter(
+    spec: &MechanismSpec,
+    parameter: &MechanismParameter,
+) -> Result<Option<usize>> {
     let MechanismParameter::RsaPss { hash, mgf, .. } = parameter else {
         return Ok(None);
     };

@@ -8,6 +8,7 @@ use keyrelay_protocol::{AttributeValue, Catalogue, ObjectEntry, TokenEntry, slot
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::sign::SignOperation;
+use crate::verify::VerifyOperation;
 
 /// Slots, sessions and what the keyserver lets this client see.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ pub(crate) struct Session {
     pub(crate) find: Option<FindOperation>,
     pub(crate) sign: Option<SignOperation>,
     pub(crate) digest: Option<Hasher>,
+    pub(crate) verify: Option<VerifyOperation>,
 }
 
 /// Handles matched by C_FindObjectsInit, not yet returned by C_FindObjects.
@@ -142,6 +144,7 @@ impl State {
             find: None,
             sign: None,
             digest: None,
+            verify: None,
         };
         self.sessions.insert(handle, session);
         Ok(handle)

@@ -49,10 +49,6 @@ not_supported! {
     C_DigestKey(Session, Object);
     C_SignRecoverInit(Session, Mechanism, Object);
     C_SignRecover(Session, Bytes, Len, Bytes, LenOut);
-    C_VerifyInit(Session, Mechanism, Object);
-    C_Verify(Session, Bytes, Len, Bytes, Len);
-    C_VerifyUpdate(Session, Bytes, Len);
-    C_VerifyFinal(Session, Bytes, Len);
     C_VerifyRecoverInit(Session, Mechanism, Object);
     C_VerifyRecover(Session, Bytes, Len, Bytes, LenOut);
     C_DigestEncryptUpdate(Session, Bytes, Len, Bytes, LenOut);

@@ -9,7 +9,7 @@ use cryptoki::mechanism::{MechanismInfo, MechanismType};
 use cryptoki::slot::Slot;
 use cryptoki_sys::{
     CKF_DIGEST, CKF_EC_COMPRESS, CKF_EC_ECPARAMETERS, CKF_EC_F_2M, CKF_EC_F_P, CKF_EC_OID,
-    CKF_EC_UNCOMPRESS, CKF_HW, CKF_SIGN,
+    CKF_EC_UNCOMPRESS, CKF_HW, CKF_SIGN, CKF_VERIFY,
 };
 use keyrelay_protocol::MechanismEntry;
 
@@ -93,7 +93,14 @@ pub(super) fn signing_mechanisms(
             continue;
         };
         if own.sign() && base.sign() {
-            mechanisms.insert(entry.ckm, mechanism_entry(entry.ckm, &own, CKF_SIGN));
+            // The module verifies locally with the public key, so it offers verification
+            // wherever the backend does.
+            let operations = if own.verify() {
+                CKF_SIGN | CKF_VERIFY
+            } else {
+                CKF_SIGN
+            };
+            mechanisms.insert(entry.ckm, mechanism_entry(entry.ckm, &own, operations));
         }
     }
     for hash in Hash::ALL {
