@@ -32,11 +32,8 @@ step "Creating a SoftHSM2 token with an RSA and an EC key pair in $work/token"
 "$bin/softhsm-fixtures" token --dir "$work/token" --label keyrelay-demo
 "$bin/softhsm-fixtures" tls --dir "$work/tls" --name localhost --name 127.0.0.1 >/dev/null
 
-step "Creating a client credential"
-"$bin/keyserver" credential new --keys release-rsa,release-ec >"$work/credential.txt"
-key_id=$(awk '/^KeyId:/ { print $2 }' "$work/credential.txt")
-(umask 077 && awk '/^KeySecret:/ { print $2 }' "$work/credential.txt" >"$work/client.secret")
-echo "KeyId $key_id; its KeySecret is in $work/client.secret"
+step "Creating the audit key that signs the audit log's anchor records"
+"$bin/keyserver" audit keygen --out "$work/audit-key.pem"
 
 step "Writing the policy"
 cat >"$work/policy.toml" <<EOF
@@ -54,13 +51,31 @@ pin_file = "token/user.pin"
 [keys.release-rsa]
 token = "demo"
 label = "rsa-signing"
+environment = "release"
+digests = ["sha256", "sha384", "sha512"]
+signatures_per_minute = 60
+signatures_per_day = 1000
 
 [keys.release-ec]
 token = "demo"
 label = "ec-signing"
+environment = "release"
+digests = ["sha256", "sha384", "sha512"]
+signatures_per_minute = 60
+signatures_per_day = 1000
 
-$(sed -n '/^\[\[clients\]\]/,$p' "$work/credential.txt")
+[audit]
+signing_key = "audit-key.pem"
 EOF
+
+step "Creating a client credential for release-rsa, added to the policy"
+"$bin/keyserver" credential new --keys release-rsa --config "$work/policy.toml" \
+  >"$work/credential.txt"
+key_id=$(awk '/^KeyId:/ { print $2 }' "$work/credential.txt")
+(umask 077 && awk '/^KeySecret:/ { print $2 }' "$work/credential.txt" >"$work/client.secret")
+echo "KeyId $key_id; its KeySecret is in $work/client.secret"
+
+step "Checking the policy"
 SOFTHSM2_CONF="$work/token/softhsm2.conf" "$bin/keyserver" check --config "$work/policy.toml"
 
 step "Starting the keyserver"
@@ -104,4 +119,7 @@ cat "$work/audit.jsonl"
 
 stop_server
 server_pid=""
+
+step "Verifying the audit log's hash chain and anchor signatures"
+"$bin/keyserver" audit verify --public-key "$work/audit-key.pub" "$work/audit.jsonl"
 printf '\nDone. Files are in %s\n' "$work"

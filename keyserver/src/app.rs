@@ -1,4 +1,4 @@
-//! The keyserver commands, as the binary runs them: `serve`, `check` and `credential new`.
+//! The keyserver commands, as the binary runs them: `serve` and `credential new`.
 
 use std::future::Future;
 use std::io::Write;
@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{AuditError, AuditLog};
-use crate::auth::Authenticator;
 use crate::backend::{Backend, BackendError};
 use crate::credential::{self, Credential, CredentialError};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::PolicyError;
+use crate::quota::Quotas;
 use crate::server::{Server, ServerError, Service};
+use crate::state::{PolicyHandle, PolicyState};
 
 /// Errors of the keyserver commands.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,14 @@ pub enum Error {
     /// A credential cannot be created.
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// The policy file cannot be edited.
+    #[error("cannot edit policy file {}: {message}", path.display())]
+    PolicyEdit {
+        /// Path of the policy file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// The ready file cannot be written.
     #[error("cannot write ready file {}: {source}", path.display())]
     ReadyFile {
@@ -45,7 +55,7 @@ pub enum Error {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     /// The signal handlers cannot be installed.
-    #[error("cannot install the SIGTERM and SIGINT handlers: {0}")]
+    #[error("cannot install the SIGTERM, SIGINT and SIGHUP handlers: {0}")]
     Signal(std::io::Error),
     /// A startup task panicked.
     #[error("startup task failed: {0}")]
@@ -62,20 +72,34 @@ pub enum Error {
 /// Any startup failure. Once serving, the server logs request errors and keeps running.
 pub async fn serve(config: &Path, ready_file: Option<&Path>) -> Result<(), Error> {
     let shutdown = shutdown_signal()?;
-    let policy = Policy::load(config)?;
-    let audit = AuditLog::open(&policy.server.audit_log)?;
-    let settings = policy.server.clone();
-    let (policy, backend) = tokio::task::spawn_blocking(move || {
-        let backend = Backend::open(&policy);
-        (policy, backend)
+    let state = PolicyState::load(config)?;
+    let settings = state.policy.server.clone();
+    let audit = AuditLog::open(&settings.audit_log, &state.policy.audit, &state.sha256)?;
+    let files =
+        crate::audit::chain_files(&settings.audit_log).map_err(|source| AuditError::Open {
+            path: settings.audit_log.clone(),
+            source,
+        })?;
+    let quotas = Quotas::from_audit(&files, time::OffsetDateTime::now_utc());
+    if let Err(error) = audit.anchor("start", None) {
+        tracing::error!(%error, "cannot write the start anchor; every request fails until the audit log is writable");
+    }
+    let (state, backend) = tokio::task::spawn_blocking(move || {
+        let backend = Backend::open(&state.policy);
+        (state, backend)
     })
     .await?;
+    let anchor_interval = state.policy.audit.anchor_interval_seconds;
     let service = Arc::new(Service {
-        authenticator: Authenticator::new(policy.clients),
+        policy: PolicyHandle::new(state),
+        quotas,
         backend: backend?,
         audit,
         max_input_len: settings.max_input_len,
     });
+    let watcher =
+        crate::state::spawn_watcher(config.to_owned(), service.clone()).map_err(Error::Signal)?;
+    let anchors = spawn_anchor_timer(service.clone(), anchor_interval);
     let server = Server::bind(&settings, service.clone())?;
     let address = server.local_addr().map_err(|source| ServerError::Bind {
         address: settings.listen,
@@ -86,9 +110,32 @@ pub async fn serve(config: &Path, ready_file: Option<&Path>) -> Result<(), Error
         write_ready_file(path, address)?;
     }
     server.run(shutdown).await;
+    watcher.abort();
+    anchors.abort();
+    let _ = (watcher.await, anchors.await);
+    if let Err(error) = service.audit.anchor("stop", None) {
+        tracing::error!(%error, "cannot write the stop anchor to the audit log");
+    }
     close_backend(service).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Writes an `interval` anchor every `seconds` seconds, until the task is aborted.
+fn spawn_anchor_timer(service: Arc<Service>, seconds: u32) -> tokio::task::JoinHandle<()> {
+    let period = std::time::Duration::from_secs(seconds.into());
+    tokio::spawn(async move {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            timer.tick().await;
+            let service = service.clone();
+            let written =
+                tokio::task::spawn_blocking(move || service.audit.anchor("interval", None)).await;
+            if let Ok(Err(error)) = written {
+                tracing::error!(%error, "cannot write an interval anchor to the audit log");
+            }
+        }
+    })
 }
 
 /// Returns a future that completes on the first SIGTERM or SIGINT.
@@ -136,61 +183,47 @@ async fn close_backend(service: Arc<Service>) {
     }
 }
 
-/// Summary of a successful [`check`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckSummary {
-    /// Number of tokens opened.
-    pub tokens: usize,
-    /// Number of keys resolved.
-    pub keys: usize,
-    /// Number of clients.
-    pub clients: usize,
-}
-
-/// Validates the policy at `config` as `serve` would, without binding: it reads the PINs,
-/// opens the tokens, resolves the keys and loads the TLS files. Blocks.
+/// Creates a credential for `keys` and returns the text to show the operator.
+///
+/// With `config`, the credential is added to that policy file, bound to the environment of
+/// its keys. Without it, the text holds the entry to paste, bound to `environment`.
 ///
 /// # Errors
 ///
-/// The first failure found; a [`PolicyError::Invalid`] lists every policy problem.
-pub fn check(config: &Path) -> Result<CheckSummary, Error> {
-    let policy = Policy::load(config)?;
-    crate::server::check_tls(&policy.server)?;
-    let backend = Backend::open(&policy)?;
-    backend.close();
-    Ok(CheckSummary {
-        tokens: policy.tokens.len(),
-        keys: policy.keys.len(),
-        clients: policy.clients.len(),
-    })
-}
-
-/// Creates a credential for `keys`, checking the names against the policy at `config` if
-/// given, and returns the text to show the operator.
-///
-/// # Errors
-///
-/// An unreadable or invalid policy, unknown key names, or a random number generator failure.
-pub fn new_credential(keys: &[String], config: Option<&Path>) -> Result<String, Error> {
-    let policy = config.map(Policy::load).transpose()?;
-    credential::check_keys(keys, policy.as_ref())?;
+/// An unreadable or invalid policy, unknown key names, keys of several environments, a
+/// missing environment, or a random number generator failure.
+pub fn new_credential(
+    keys: &[String],
+    config: Option<&Path>,
+    environment: Option<&str>,
+) -> Result<String, Error> {
+    credential::check_keys(keys, None)?;
     let credential = Credential::generate()?;
-    Ok(credential_text(&credential, keys))
-}
-
-fn credential_text(credential: &Credential, keys: &[String]) -> String {
-    format!(
+    let instructions = match config {
+        Some(config) => {
+            crate::policy_edit::add_client(config, &credential, keys, OffsetDateTime::now_utc())?;
+            format!(
+                "The entry is now in {}; a running keyserver applies it at its next reload.\n",
+                config.display()
+            )
+        }
+        None => {
+            let environment = environment.ok_or(CredentialError::NoEnvironment)?;
+            format!(
+                "Add this entry to the policy file:\n\n{}",
+                credential.policy_entry(keys, environment)
+            )
+        }
+    };
+    Ok(format!(
         "KeyId:     {}\n\
          KeySecret: {}\n\
          \n\
          The KeySecret is shown only this once. Give it to the client now; the server keeps\n\
          only its SHA-256 and cannot show it again.\n\
          \n\
-         Add this entry to the policy file, then restart the keyserver:\n\
-         \n\
-         {}",
+         {instructions}",
         credential.key_id,
         credential.key_secret(),
-        credential.policy_entry(keys)
-    )
+    ))
 }

@@ -72,6 +72,11 @@ impl Authenticator {
         }
     }
 
+    /// Returns the client whose KeyId is `key_id`, without checking a secret.
+    pub fn client(&self, key_id: &str) -> Option<&ClientPolicy> {
+        self.clients.get(key_id)
+    }
+
     /// Returns the client whose KeyId is `key_id` if `secret` is its KeySecret.
     ///
     /// Both the unknown-KeyId case and the wrong-secret case hash the secret and run one
@@ -98,6 +103,9 @@ mod tests {
             key_id: "kr_0123456789abcdef".into(),
             verifier: Verifier::from_secret(SECRET.as_bytes()),
             keys: BTreeSet::from(["release-rsa".to_owned()]),
+            environment: "release".into(),
+            created: None,
+            rules: crate::policy::Rules::default(),
         };
         Authenticator::new([client])
     }

@@ -12,13 +12,17 @@ use crate::signing::ClientMechanism;
 /// Builds the catalogue for `client`.
 ///
 /// It lists each token holding at least one allowed key, in slot id order. Each token lists
-/// the objects of the allowed keys only (private key, and the public key and certificate
+/// the objects of the allowed keys only, by backend object handle (private key, and the public
+/// key and certificate
 /// sharing its CKA_ID), and the client mechanisms for the key types among them that the
 /// backend token supports.
 pub fn build(backend: &Backend, client: &ClientPolicy, max_input_len: u32) -> Catalogue {
     let mut keys_by_token: BTreeMap<&str, Vec<&Key>> = BTreeMap::new();
     for key in client.keys.iter().filter_map(|name| backend.key(name)) {
         keys_by_token.entry(&key.token).or_default().push(key);
+    }
+    for keys in keys_by_token.values_mut() {
+        keys.sort_by_key(|key| key.token_order());
     }
     let mut tokens: Vec<TokenEntry> = keys_by_token
         .into_iter()

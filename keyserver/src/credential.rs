@@ -30,6 +30,19 @@ pub enum CredentialError {
     /// No key names were given.
     #[error("no key names given; pass --keys NAME[,NAME...]")]
     NoKeys,
+    /// The keys of one credential belong to several environments.
+    #[error(
+        "the keys belong to several environments ({}); a credential is bound to one, so \
+         create one credential per environment",
+        environments.join(", ")
+    )]
+    MixedEnvironments {
+        /// The environments found.
+        environments: Vec<String>,
+    },
+    /// `credential new` without `--config` needs `--environment`.
+    #[error("pass --environment NAME, or --config FILE to take it from the keys")]
+    NoEnvironment,
     /// Some key names are not in the policy.
     #[error(
         "keys not defined in policy {policy}: {}; check the names or add [keys.NAME] tables",
@@ -89,14 +102,15 @@ impl Credential {
         Verifier::from_secret(self.key_secret.as_bytes())
     }
 
-    /// Returns the `[[clients]]` TOML entry allowing this credential to use `keys`. The entry
-    /// contains the verifier only, never the secret.
-    pub fn policy_entry(&self, keys: &[String]) -> String {
+    /// Returns the `[[clients]]` TOML entry allowing this credential to use `keys` of
+    /// `environment`. The entry contains the verifier only, never the secret.
+    pub fn policy_entry(&self, keys: &[String], environment: &str) -> String {
         let table = ClientsTable {
             clients: [ClientEntry {
                 key_id: &self.key_id,
                 secret_sha256: self.verifier().to_hex(),
                 keys,
+                environment,
             }],
         };
         toml::to_string(&table).expect("strings and string lists always serialize to TOML")
@@ -113,6 +127,7 @@ struct ClientEntry<'a> {
     key_id: &'a str,
     secret_sha256: String,
     keys: &'a [String],
+    environment: &'a str,
 }
 
 /// Checks that `keys` is not empty and that `policy`, if given, defines every name in it.
@@ -191,7 +206,7 @@ mod tests {
         let credential = Credential::generate().unwrap();
         let keys = vec!["release-rsa".to_owned(), "release-ec".to_owned()];
 
-        let entry = credential.policy_entry(&keys);
+        let entry = credential.policy_entry(&keys, "release");
 
         assert!(entry.starts_with("[[clients]]\n"), "{entry}");
         assert!(!entry.contains(credential.key_secret()));

@@ -2,19 +2,26 @@
 //! against an administrator-edited policy, signs on a local PKCS#11 token and writes an audit
 //! record for every authentication and signature.
 //!
-//! The binary is a thin wrapper around [`app::serve`], [`app::check`] and
-//! [`app::new_credential`].
+//! The binary is a thin wrapper around [`app::serve`], [`check::check`],
+//! [`app::new_credential`], the [`policy_edit`] functions and the [`audit`] tools.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod catalogue;
+pub mod check;
 pub mod credential;
+pub mod digest_info;
 pub mod policy;
+pub mod policy_edit;
+pub mod quota;
 pub mod server;
 pub mod signing;
+pub mod state;
 
-pub use app::{CheckSummary, Error, check, new_credential, serve};
+pub use app::{Error, new_credential, serve};
+pub use check::{CheckReport, check};

@@ -142,6 +142,11 @@ fn write_tls_and_policy(fixture: &mut Fixture) {
     )
     .unwrap();
     std::fs::write(fixture.path("token.pin"), format!("{USER_PIN}\n")).unwrap();
+    keyserver::audit::generate_key(
+        &fixture.path("audit-key.pem"),
+        &fixture.path("audit-key.pub"),
+    )
+    .unwrap();
     std::fs::write(fixture.path("policy.toml"), policy_text()).unwrap();
 }
 
@@ -169,24 +174,32 @@ pin_file = "token.pin"
 [keys.release-rsa]
 token = "test"
 label = "rsa-signing"
+environment = "test"
 
 [keys.release-ec]
 token = "test"
 id = "02"
+environment = "test"
 
 [keys.other]
 token = "test"
 label = "other-ec"
+environment = "test"
 
 [[clients]]
 key_id = "{KEY_ID}"
 secret_sha256 = "{}"
 keys = ["release-rsa", "release-ec"]
+environment = "test"
 
 [[clients]]
 key_id = "{OTHER_KEY_ID}"
 secret_sha256 = "{}"
 keys = ["other"]
+environment = "test"
+
+[audit]
+signing_key = "audit-key.pem"
 "#,
         verifier(KEY_SECRET),
         verifier(OTHER_SECRET)

@@ -262,6 +262,9 @@ impl ErrorCode {
     pub const INTERNAL: Self = Self(10);
     /// The mechanism parameter is invalid or does not suit the mechanism.
     pub const MECHANISM_PARAM_INVALID: Self = Self(11);
+    /// The policy refuses the request: a rule on mechanisms, digests, validity, source
+    /// networks or quotas. The message names the rule.
+    pub const POLICY_REFUSED: Self = Self(12);
 }
 
 impl fmt::Display for ErrorCode {
@@ -278,6 +281,7 @@ impl fmt::Display for ErrorCode {
             Self::BAD_REQUEST => "bad request",
             Self::INTERNAL => "internal server error",
             Self::MECHANISM_PARAM_INVALID => "mechanism parameter invalid",
+            Self::POLICY_REFUSED => "refused by policy",
             _ => return write!(f, "error code {}", self.0),
         };
         f.write_str(name)

@@ -109,6 +109,13 @@ pub struct Harness {
 impl Harness {
     /// Creates the token and policy and starts the keyserver.
     pub fn start() -> Result<Self> {
+        Self::start_with_policy(|text| text)
+    }
+
+    /// Like [`Harness::start`], but `edit` rewrites the policy text first. The standard text
+    /// puts every key and the client in environment `test`, and ends with the client entry,
+    /// so an edit may append rules to it.
+    pub fn start_with_policy(edit: impl FnOnce(String) -> String) -> Result<Self> {
         require_tool("softhsm2-util", "softhsm2")?;
         require_tool("pkcs11-tool", "opensc")?;
         let dir = tempfile::Builder::new().prefix("keyrelay-e2e-").tempdir()?;
@@ -117,7 +124,10 @@ impl Harness {
         let tls = issue_tls_server_cert(&dir.path().join("tls"), &["localhost", "127.0.0.1"])?;
         let credential = Credential::generate();
         let policy = dir.path().join("policy.toml");
-        fs::write(&policy, policy_text(&token, &tls, &credential))?;
+        run(Command::new(build_artifact("keyserver")?)
+            .args(["audit", "keygen", "--out"])
+            .arg(dir.path().join("audit-key.pem")))?;
+        fs::write(&policy, edit(policy_text(&token, &tls, &credential)))?;
         let (server, address) = start_keyserver(dir.path(), &policy, &token)?;
         Ok(Self {
             token,
@@ -127,6 +137,46 @@ impl Harness {
             tls,
             server,
         })
+    }
+
+    /// Path of the policy file.
+    pub fn policy(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
+    }
+
+    /// Path of the audit public key.
+    pub fn audit_public_key(&self) -> PathBuf {
+        self.dir.path().join("audit-key.pub")
+    }
+
+    /// Text of the keyserver's log so far.
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("keyserver.log")).unwrap_or_default()
+    }
+
+    /// Process id of the keyserver, for signals.
+    pub fn server_pid(&self) -> u32 {
+        self.server.id()
+    }
+
+    /// A `keyserver` command with the token's SoftHSM2 configuration.
+    pub fn keyserver(&self) -> Result<Command> {
+        let mut command = Command::new(build_artifact("keyserver")?);
+        command.env(
+            softhsm_fixtures::SOFTHSM2_CONF_ENV,
+            self.token.softhsm2_conf(),
+        );
+        Ok(command)
+    }
+
+    /// Stops the keyserver and starts it again on the same policy and audit log.
+    pub fn restart(&mut self) -> Result<()> {
+        stop_server(&mut self.server);
+        let _ = fs::remove_file(self.dir.path().join("keyserver.addr"));
+        let (server, address) = start_keyserver(self.dir.path(), &self.policy(), &self.token)?;
+        self.server = server;
+        self.address = address;
+        Ok(())
     }
 
     /// Path of the audit log.
@@ -149,12 +199,23 @@ impl Harness {
 
     /// Writes a client configuration for `credential` and returns its path.
     pub fn client_config(&self, credential: &Credential, source: SecretSource) -> Result<PathBuf> {
-        let name = format!("client-{}-{source:?}.toml", credential.key_id);
+        self.client_config_at(credential, source, self.address)
+    }
+
+    /// Writes a client configuration for `credential` that connects to `server`, and returns
+    /// its path.
+    pub fn client_config_at(
+        &self,
+        credential: &Credential,
+        source: SecretSource,
+        server: SocketAddr,
+    ) -> Result<PathBuf> {
+        let name = format!("client-{}-{source:?}-{server}.toml", credential.key_id);
         let path = self.dir.path().join(name);
         let mut text = format!(
             "server = \"{}\"\nserver_name = \"localhost\"\nca_certificate = \"{}\"\n\
              key_id = \"{}\"\ntokens = [\"{TOKEN_NAME}\"]\n",
-            self.address,
+            server,
             self.tls.ca_certificate.display(),
             credential.key_id,
         );
@@ -195,34 +256,44 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.server.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.server.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        stop_server(&mut self.server);
     }
+}
+
+/// Stops the keyserver with SIGTERM, or SIGKILL if it does not exit within 10 s.
+fn stop_server(server: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = server.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 fn policy_text(token: &TokenFixture, tls: &TlsFiles, credential: &Credential) -> String {
     let keys: String = [RSA_SIGNING_LABEL, EC_SIGNING_LABEL, RSA_OTHER_LABEL]
         .iter()
-        .map(|label| format!("[keys.{label}]\ntoken = \"{TOKEN_NAME}\"\nlabel = \"{label}\"\n\n"))
+        .map(|label| {
+            format!(
+                "[keys.{label}]\ntoken = \"{TOKEN_NAME}\"\nlabel = \"{label}\"\n\
+                 environment = \"test\"\n\n"
+            )
+        })
         .collect();
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ncertificate_chain = \"{chain}\"\n\
          private_key = \"{key}\"\naudit_log = \"audit.jsonl\"\n\n\
          [tokens.{TOKEN_NAME}]\nmodule = \"{module}\"\nlabel = \"{BACKEND_LABEL}\"\n\
-         pin_file = \"{pin}\"\n\n{keys}\
+         pin_file = \"{pin}\"\n\n[audit]\nsigning_key = \"audit-key.pem\"\n\n{keys}\
          [[clients]]\nkey_id = \"{key_id}\"\nsecret_sha256 = \"{verifier}\"\n\
-         keys = [\"{RSA_SIGNING_LABEL}\", \"{EC_SIGNING_LABEL}\"]\n",
+         keys = [\"{RSA_SIGNING_LABEL}\", \"{EC_SIGNING_LABEL}\"]\nenvironment = \"test\"\n",
         chain = tls.server_chain.display(),
         key = tls.server_key.display(),
         module = token.module().display(),

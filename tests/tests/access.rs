@@ -4,6 +4,9 @@ use anyhow::Result;
 use keyrelay_tests::{Credential, Harness, SecretSource, module_path, run, run_failing};
 use softhsm_fixtures::{EC_SIGNING_LABEL, RSA_OTHER_LABEL, RSA_SIGNING_LABEL};
 
+/// A wrong KeySecret distinctive enough that finding it in the audit log means it leaked.
+const WRONG_PIN: &str = "wrong-pin-4f7c";
+
 #[test]
 fn wrong_secret_is_pin_incorrect() -> Result<()> {
     let harness = Harness::start()?;
@@ -12,7 +15,7 @@ fn wrong_secret_is_pin_incorrect() -> Result<()> {
             .command("pkcs11-tool", SecretSource::Pin)?
             .arg("--module")
             .arg(module_path()?)
-            .args(["--login", "--pin", "0000", "--list-objects"]),
+            .args(["--login", "--pin", WRONG_PIN, "--list-objects"]),
     )?;
     assert!(output.contains("CKR_PIN_INCORRECT"), "{output}");
 
@@ -22,7 +25,7 @@ fn wrong_secret_is_pin_incorrect() -> Result<()> {
         .filter(|r| r["event"] == "authenticate" && r["result"] == "refused")
         .count();
     assert_eq!(refused, 1, "{records:#?}");
-    assert!(!std::fs::read_to_string(harness.audit_log())?.contains("0000"));
+    assert!(!std::fs::read_to_string(harness.audit_log())?.contains(WRONG_PIN));
     Ok(())
 }
 

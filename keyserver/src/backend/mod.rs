@@ -218,6 +218,18 @@ pub struct Key {
     pub objects: Vec<ObjectEntry>,
 }
 
+impl Key {
+    /// Sort key that orders keys as their token does: the backend's object handle. Catalogues
+    /// list keys in this order, which stays the same from one connection to the next.
+    #[allow(
+        clippy::useless_conversion,
+        reason = "CK_OBJECT_HANDLE is 32 bits on some targets"
+    )]
+    pub fn token_order(&self) -> u64 {
+        self.handle.handle().into()
+    }
+}
+
 /// All tokens and keys of a policy.
 #[derive(Debug)]
 pub struct Backend {
@@ -274,6 +286,10 @@ impl Backend {
     }
 
     /// Signs with `key`. Blocks until a session of its token is free.
+    ///
+    /// NOTE: a key with CKA_ALWAYS_AUTHENTICATE fails with CKR_USER_NOT_LOGGED_IN, because
+    /// cryptoki 0.12's `Session::sign` runs C_SignInit and C_Sign in one call and leaves no
+    /// place for the context-specific login between them.
     ///
     /// # Errors
     ///

@@ -7,6 +7,7 @@
 //! the tokens, through [`PinSource::read`].
 
 mod pin;
+mod rules;
 mod schema;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -15,12 +16,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use keyrelay_protocol::{MAX_MESSAGE_LEN, slot_id_for_token};
+use time::OffsetDateTime;
 use toml::Spanned;
 
 pub use pin::{Pin, PinSource};
+pub use rules::{DigestAlgorithm, DigestSource, Quota, Rules, digest_source, mechanism_from_name};
 
 use crate::auth::Verifier;
-use schema::{RawClient, RawKey, RawPolicy, RawServer, RawToken};
+use schema::{RawAudit, RawClient, RawKey, RawPolicy, RawServer, RawToken};
 
 /// Default for `server.max_input_len`, in bytes.
 pub const DEFAULT_MAX_INPUT_LEN: u32 = 4096;
@@ -33,6 +36,15 @@ pub const MAX_INPUT_LEN_LIMIT: u32 = (MAX_MESSAGE_LEN - 4096) as u32;
 
 /// Upper bound of `server.sessions_per_token`.
 pub const SESSIONS_PER_TOKEN_LIMIT: u32 = 256;
+
+/// Default for `audit.anchor_interval_seconds`: one signed anchor record per hour.
+pub const DEFAULT_ANCHOR_INTERVAL_SECONDS: u32 = 3600;
+
+/// Default for `audit.max_file_bytes`: the audit log rotates once it reaches 64 MiB.
+pub const DEFAULT_MAX_AUDIT_FILE_BYTES: u64 = 64 << 20;
+
+/// Smallest `audit.max_file_bytes`, so that a file always holds several records.
+pub const MIN_AUDIT_FILE_BYTES: u64 = 4096;
 
 /// Errors from loading a policy or reading a PIN it names.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +153,19 @@ pub struct Policy {
     pub keys: BTreeMap<String, KeyPolicy>,
     /// Client credentials, in file order.
     pub clients: Vec<ClientPolicy>,
+    /// Settings of the `[audit]` table.
+    pub audit: AuditSettings,
+}
+
+/// The `[audit]` table, with paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// PKCS#8 PEM file of the Ed25519 key that signs anchor records.
+    pub signing_key: PathBuf,
+    /// Seconds between two periodic anchor records.
+    pub anchor_interval_seconds: u32,
+    /// Size in bytes from which the audit log rotates to a new file.
+    pub max_file_bytes: u64,
 }
 
 /// The `[server]` table, with paths resolved.
@@ -178,6 +203,10 @@ pub struct KeyPolicy {
     pub token: String,
     /// How to find the private key on that token.
     pub locator: KeyLocator,
+    /// Environment, such as `test` or `release`, that the key belongs to.
+    pub environment: String,
+    /// Rules every use of the key must satisfy.
+    pub rules: Rules,
 }
 
 /// The attribute that identifies a private key on its token.
@@ -207,6 +236,12 @@ pub struct ClientPolicy {
     pub verifier: Verifier,
     /// Names of the keys the client may use.
     pub keys: BTreeSet<String>,
+    /// Environment the client is bound to; all its keys belong to it.
+    pub environment: String,
+    /// Creation time of the credential, as `credential new` recorded it.
+    pub created: Option<OffsetDateTime>,
+    /// Rules every request of the client must satisfy.
+    pub rules: Rules,
 }
 
 impl Policy {
@@ -279,17 +314,23 @@ impl Validator<'_> {
         // Cross-references are checked against every declared name, so an invalid token or key
         // is reported once and not again by each entry that names it.
         let token_names: BTreeSet<String> = raw.tokens.keys().cloned().collect();
-        let key_names: BTreeSet<String> = raw.keys.keys().cloned().collect();
+        let key_environments: BTreeMap<String, String> = raw
+            .keys
+            .iter()
+            .map(|(name, key)| (name.clone(), key.get_ref().environment.get_ref().clone()))
+            .collect();
         let server = self.server(raw.server);
         let tokens = self.tokens(raw.tokens);
         let keys = self.keys(raw.keys, &token_names);
-        let clients = self.clients(raw.clients, &key_names);
+        let clients = self.clients(raw.clients, &key_environments);
+        let audit = self.audit(raw.audit);
         Policy {
             path: path.to_owned(),
             server,
             tokens,
             keys,
             clients,
+            audit,
         }
     }
 
@@ -326,6 +367,31 @@ impl Validator<'_> {
             audit_log: self.resolve(&raw.audit_log),
             max_input_len,
             sessions_per_token,
+        }
+    }
+
+    fn audit(&mut self, raw: Spanned<RawAudit>) -> AuditSettings {
+        let raw = raw.into_inner();
+        let anchor_interval_seconds = self.bounded(
+            raw.anchor_interval_seconds,
+            "audit.anchor_interval_seconds",
+            DEFAULT_ANCHOR_INTERVAL_SECONDS,
+            u32::MAX,
+        );
+        let max_file_bytes = raw
+            .max_file_bytes
+            .as_ref()
+            .map_or(DEFAULT_MAX_AUDIT_FILE_BYTES, |v| *v.get_ref());
+        if let Some(value) = &raw.max_file_bytes
+            && *value.get_ref() < MIN_AUDIT_FILE_BYTES
+        {
+            let message = format!("must be at least {MIN_AUDIT_FILE_BYTES}");
+            self.problem(value, "audit.max_file_bytes".to_owned(), message);
+        }
+        AuditSettings {
+            signing_key: self.resolve(&raw.signing_key),
+            anchor_interval_seconds,
+            max_file_bytes,
         }
     }
 
@@ -415,15 +481,22 @@ impl Validator<'_> {
     ) -> BTreeMap<String, KeyPolicy> {
         let mut keys = BTreeMap::new();
         for (name, raw_key) in raw {
-            let raw_key = raw_key.into_inner();
+            let mut raw_key = raw_key.into_inner();
+            self.environment_name(&raw_key.environment, &format!("keys.{name}.environment"));
+            let rules = self.rules(&format!("keys.{name}"), raw_key.take_rules());
             let token = &raw_key.token;
             if !token_names.contains(token.get_ref()) {
                 let message = format!("no token \"{}\" in [tokens]", token.get_ref());
                 self.problem(token, format!("keys.{name}.token"), message);
             }
             if let Some(locator) = self.locator(&name, &raw_key) {
-                let token = raw_key.token.into_inner();
-                keys.insert(name, KeyPolicy { token, locator });
+                let key = KeyPolicy {
+                    token: raw_key.token.into_inner(),
+                    locator,
+                    environment: raw_key.environment.into_inner(),
+                    rules,
+                };
+                keys.insert(name, key);
             }
         }
         keys
@@ -457,10 +530,26 @@ impl Validator<'_> {
         }
     }
 
+    fn environment_name(&mut self, name: &Spanned<String>, field: &str) {
+        let valid = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            let message = format!(
+                "\"{}\" is not an environment name; use letters, digits, - and _, \
+                 such as \"test\" or \"release\"",
+                name.get_ref()
+            );
+            self.problem(name, field.to_owned(), message);
+        }
+    }
+
     fn clients(
         &mut self,
         raw: Vec<Spanned<RawClient>>,
-        key_names: &BTreeSet<String>,
+        key_environments: &BTreeMap<String, String>,
     ) -> Vec<ClientPolicy> {
         let mut seen = BTreeSet::new();
         let mut clients = Vec::new();
@@ -471,7 +560,7 @@ impl Validator<'_> {
                 let message = format!("duplicate key_id \"{}\"", key_id.get_ref());
                 self.problem(key_id, format!("clients[{index}].key_id"), message);
             }
-            if let Some(client) = self.client(index, raw_client, key_names) {
+            if let Some(client) = self.client(index, raw_client, key_environments) {
                 clients.push(client);
             }
         }
@@ -481,10 +570,15 @@ impl Validator<'_> {
     fn client(
         &mut self,
         index: usize,
-        raw: RawClient,
-        key_names: &BTreeSet<String>,
+        mut raw: RawClient,
+        key_environments: &BTreeMap<String, String>,
     ) -> Option<ClientPolicy> {
         let prefix = format!("clients[{index}]");
+        let rules = self.rules(&prefix, raw.take_rules());
+        let created = raw
+            .created
+            .as_ref()
+            .and_then(|t| self.datetime(t, &format!("{prefix}.created")));
         if raw.key_id.get_ref().trim().is_empty() {
             self.problem(&raw.key_id, format!("{prefix}.key_id"), "must not be empty");
         }
@@ -497,20 +591,27 @@ impl Validator<'_> {
                 message,
             );
         }
-        let allowed = self.client_keys(&prefix, &raw.keys, key_names);
+        self.environment_name(&raw.environment, &format!("{prefix}.environment"));
+        let allowed = self.client_keys(&prefix, &raw, key_environments);
         Some(ClientPolicy {
             key_id: raw.key_id.into_inner(),
             verifier: verifier?,
             keys: allowed,
+            environment: raw.environment.into_inner(),
+            created,
+            rules,
         })
     }
 
+    /// Checks that the client's keys exist and belong to the client's environment.
     fn client_keys(
         &mut self,
         prefix: &str,
-        names: &Spanned<Vec<Spanned<String>>>,
-        key_names: &BTreeSet<String>,
+        raw: &RawClient,
+        key_environments: &BTreeMap<String, String>,
     ) -> BTreeSet<String> {
+        let names = &raw.keys;
+        let environment = raw.environment.get_ref();
         if names.get_ref().is_empty() {
             self.problem(
                 names,
@@ -519,9 +620,22 @@ impl Validator<'_> {
             );
         }
         for name in names.get_ref() {
-            if !key_names.contains(name.get_ref()) {
-                let message = format!("no key \"{}\" in [keys]", name.get_ref());
-                self.problem(name, format!("{prefix}.keys"), message);
+            match key_environments.get(name.get_ref()) {
+                None => {
+                    let message = format!("no key \"{}\" in [keys]", name.get_ref());
+                    self.problem(name, format!("{prefix}.keys"), message);
+                }
+                Some(key_environment) if key_environment != environment => {
+                    let message = format!(
+                        "client {} is bound to environment \"{environment}\" but key \"{}\" \
+                         belongs to environment \"{key_environment}\"; a client may only use \
+                         keys of its own environment, so give it a separate credential",
+                        raw.key_id.get_ref(),
+                        name.get_ref()
+                    );
+                    self.problem(name, format!("{prefix}.keys"), message);
+                }
+                Some(_) => {}
             }
         }
         names

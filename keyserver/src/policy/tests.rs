@@ -20,15 +20,21 @@ pin_file = "token.pin"
 [keys.release-rsa]
 token = "demo"
 label = "rsa-signing"
+environment = "release"
 
 [keys.release-ec]
 token = "demo"
 id = "0a0B"
+environment = "release"
 
 [[clients]]
 key_id = "kr_0123456789abcdef"
 secret_sha256 = "{VERIFIER}"
 keys = ["release-rsa"]
+environment = "release"
+
+[audit]
+signing_key = "audit-key.pem"
 "#
     )
 }
@@ -110,7 +116,7 @@ fn dangling_client_key_named_with_line() {
     let problems = problems(&text);
 
     assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].line, 23);
+    assert_eq!(problems[0].line, 25);
     assert_eq!(problems[0].field, "clients[0].keys");
     assert!(problems[0].message.contains("release-dsa"));
 }
@@ -122,7 +128,7 @@ fn dangling_key_token_named_with_line() {
     let problems = problems(&text);
 
     assert_eq!(problems.len(), 1);
-    assert_eq!(problems[0].line, 17);
+    assert_eq!(problems[0].line, 18);
     assert_eq!(problems[0].field, "keys.release-ec.token");
 }
 
@@ -178,7 +184,7 @@ fn key_bad_hex_id_rejected() {
 
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].field, "keys.release-ec.id");
-    assert_eq!(problems[0].line, 18);
+    assert_eq!(problems[0].line, 19);
 }
 
 #[test]
@@ -189,14 +195,14 @@ fn bad_verifier_hex_rejected() {
 
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].field, "clients[0].secret_sha256");
-    assert_eq!(problems[0].line, 22);
+    assert_eq!(problems[0].line, 24);
 }
 
 #[test]
 fn duplicate_key_id_rejected() {
     let client = format!(
         "\n[[clients]]\nkey_id = \"kr_0123456789abcdef\"\nsecret_sha256 = \"{VERIFIER}\"\n\
-         keys = [\"release-ec\"]\n"
+         keys = [\"release-ec\"]\nenvironment = \"release\"\n"
     );
     let text = valid_policy() + &client;
 
@@ -204,7 +210,7 @@ fn duplicate_key_id_rejected() {
 
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].field, "clients[1].key_id");
-    assert_eq!(problems[0].line, 26);
+    assert_eq!(problems[0].line, 32);
 }
 
 #[test]
@@ -278,4 +284,77 @@ fn relative_module_resolved_bare_name_kept() {
 fn line_and_column_counts_from_one() {
     assert_eq!(line_and_column("ab\ncd", 0), (1, 1));
     assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+}
+
+#[test]
+fn environment_mixing_names_both() {
+    let text = valid_policy().replace(
+        "keys = [\"release-rsa\"]\nenvironment = \"release\"",
+        "keys = [\"release-rsa\"]\nenvironment = \"test\"",
+    );
+
+    let problems = problems(&text);
+
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].field, "clients[0].keys");
+    assert!(
+        problems[0].message.contains("\"test\""),
+        "{}",
+        problems[0].message
+    );
+    assert!(
+        problems[0].message.contains("\"release\""),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn access_rules_parse() {
+    let text = valid_policy().replace(
+        "environment = \"release\"\n\n[keys.release-ec]",
+        "environment = \"release\"\nmechanisms = [\"CKM_RSA_PKCS_PSS\"]\n\
+         digests = [\"sha256\", \"sha384\"]\nnot_after = 2027-01-31T00:00:00Z\n\
+         networks = [\"10.1.0.0/16\", \"192.0.2.7\"]\n\
+         signatures_per_minute = 10\nsignatures_per_day = 500\n\n[keys.release-ec]",
+    );
+
+    let policy = parse(&text).unwrap();
+
+    let rules = &policy.keys["release-rsa"].rules;
+    assert_eq!(
+        rules.mechanisms,
+        Some([cryptoki_sys::CKM_RSA_PKCS_PSS].into())
+    );
+    assert!(rules.allows_digest(DigestAlgorithm::Sha384));
+    assert!(!rules.allows_digest(DigestAlgorithm::Sha1));
+    assert!(rules.allows_address("10.1.200.3".parse().unwrap()));
+    assert!(!rules.allows_address("10.2.0.1".parse().unwrap()));
+    assert_eq!(rules.quota.per_minute, Some(10));
+    assert_eq!(rules.quota.per_day, Some(500));
+    assert!(rules.not_after.is_some());
+}
+
+#[test]
+fn bad_rules_each_reported() {
+    let text = valid_policy().replace(
+        "environment = \"release\"\n\n[keys.release-ec]",
+        "environment = \"release\"\nmechanisms = [\"CKM_RSA_X\"]\ndigests = [\"md5\"]\n\
+         not_before = 2027-01-31\nnetworks = [\"10.1.0.0/33\"]\nsignatures_per_day = 0\n\
+         \n[keys.release-ec]",
+    );
+
+    let problems = problems(&text);
+
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "keys.release-rsa.mechanisms",
+            "keys.release-rsa.digests",
+            "keys.release-rsa.not_before",
+            "keys.release-rsa.networks",
+            "keys.release-rsa.signatures_per_day",
+        ]
+    );
 }

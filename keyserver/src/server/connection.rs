@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use keyrelay_protocol::{ErrorCode, Hello, PROTOCOL_VERSION, Request, Response};
+use keyrelay_protocol::{CallerContext, ErrorCode, Hello, PROTOCOL_VERSION, Request, Response};
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, field};
 
 use super::request::{self, ClientContext, error_response, write_response};
 use super::{HELLO_TIMEOUT, Service};
+use crate::access;
 use crate::audit::{AuditEvent, AuditRecord, AuditResult};
 use crate::catalogue;
 use crate::policy::ClientPolicy;
@@ -39,7 +40,7 @@ pub(super) async fn serve(
             admitted = admit(incoming, &service, remote) => admitted,
             _ = stop.wait_for(|stopping| *stopping) => None,
         };
-        let Some((connection, client)) = admitted else {
+        let Some((connection, (client, caller))) = admitted else {
             return;
         };
         tracing::Span::current().record("key_id", client.key_id.as_str());
@@ -47,6 +48,7 @@ pub(super) async fn serve(
             service,
             client,
             remote,
+            caller,
         });
         serve_streams(&connection, context, stop, tracker).await;
     }
@@ -54,12 +56,15 @@ pub(super) async fn serve(
     .await;
 }
 
+/// An authenticated client and the caller context its Hello reported.
+type Admitted = (ClientPolicy, CallerContext);
+
 /// Completes the handshake and the Hello. Returns the connection and its authenticated client.
 async fn admit(
     incoming: Incoming,
     service: &Arc<Service>,
     remote: SocketAddr,
-) -> Option<(Connection, ClientPolicy)> {
+) -> Option<(Connection, Admitted)> {
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(error) => {
@@ -113,7 +118,7 @@ async fn hello_phase(
     connection: &Connection,
     service: &Arc<Service>,
     remote: SocketAddr,
-) -> Option<ClientPolicy> {
+) -> Option<Admitted> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, first_request(connection)).await;
     let (mut send, request, started) = match first {
         Ok(Some(first)) => first,
@@ -164,7 +169,7 @@ async fn answer_hello(
     hello: Hello,
     remote: SocketAddr,
     started: Instant,
-) -> (Response, Option<ClientPolicy>) {
+) -> (Response, Option<Admitted>) {
     if hello.version != PROTOCOL_VERSION {
         tracing::info!(
             version = hello.version,
@@ -194,38 +199,50 @@ async fn answer_hello(
     }
 }
 
-/// Checks the credential and writes the audit record. Blocks on the audit write.
+/// Checks the credential and the client's validity window and source network, and writes
+/// the audit record. Blocks on the audit write.
 fn authenticate(
     service: &Service,
     hello: &Hello,
     remote: SocketAddr,
     started: Instant,
-) -> (Response, Option<ClientPolicy>) {
-    let client = service
+) -> (Response, Option<Admitted>) {
+    let state = service.policy.current();
+    let client = state
         .authenticator
         .authenticate(&hello.key_id, &hello.key_secret);
     let key_id = request::loggable_key_id(&hello.key_id);
+    let decision = match client {
+        None => Err(error_response(
+            ErrorCode::AUTHENTICATION_FAILED,
+            AUTHENTICATION_FAILED_MESSAGE.into(),
+        )),
+        Some(client) => access::check_client(client, remote.ip(), time::OffsetDateTime::now_utc())
+            .map(|()| client)
+            .map_err(|refusal| error_response(refusal.code, refusal.message)),
+    };
     let mut record = AuditRecord::new(AuditEvent::Authenticate, &key_id, remote);
-    if client.is_none() {
+    record.caller = Some(hello.caller.clone());
+    if let Err(Response::Error(reply)) = &decision {
         record.result = AuditResult::Refused;
-        record.reason = Some(AUTHENTICATION_FAILED_MESSAGE.to_owned());
+        record.reason = Some(reply.message.clone());
     }
     record.latency_us = request::elapsed_us(started);
     if let Err(error) = service.audit.write(&record) {
         tracing::error!(%error, "audit log write failed; rejecting the Hello");
         return (request::audit_unavailable(), None);
     }
-    let Some(client) = client else {
-        tracing::info!(key_id = %key_id, "authentication failed");
-        let response = error_response(
-            ErrorCode::AUTHENTICATION_FAILED,
-            AUTHENTICATION_FAILED_MESSAGE.into(),
-        );
-        return (response, None);
+    let client = match decision {
+        Ok(client) => client,
+        Err(response) => {
+            tracing::info!(key_id = %key_id, reason = ?record.reason, "authentication refused");
+            return (response, None);
+        }
     };
     let catalogue = catalogue::build(&service.backend, client, service.max_input_len);
     let objects: usize = catalogue.tokens.iter().map(|t| t.objects.len()).sum();
     let tokens = catalogue.tokens.len();
     tracing::info!(key_id = %client.key_id, tokens, objects, "client authenticated");
-    (Response::Welcome(catalogue), Some(client.clone()))
+    let admitted = (client.clone(), hello.caller.clone());
+    (Response::Welcome(catalogue), Some(admitted))
 }

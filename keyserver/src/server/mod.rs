@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, watch};
 pub use tls::MAX_CONCURRENT_STREAMS;
 
 use crate::audit::AuditLog;
-use crate::auth::Authenticator;
 use crate::backend::Backend;
+use crate::quota::Quotas;
+use crate::state::PolicyHandle;
 
 /// Time a client has to send its Hello after the handshake.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,8 +57,10 @@ pub enum ServerError {
 /// Everything a request handler needs, shared by all connections.
 #[derive(Debug)]
 pub struct Service {
-    /// Clients of the policy.
-    pub authenticator: Authenticator,
+    /// The policy in force, which a reload replaces.
+    pub policy: PolicyHandle,
+    /// Signature counters for the quotas.
+    pub quotas: Quotas,
     /// Opened tokens and resolved keys.
     pub backend: Backend,
     /// Audit log.

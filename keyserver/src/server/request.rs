@@ -6,14 +6,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keyrelay_protocol::{
-    ErrorCode, ErrorReply, MAX_MESSAGE_LEN, Request, Response, SignInput, SignRequest, decode,
-    encode,
+    CallerContext, ErrorCode, ErrorReply, MAX_MESSAGE_LEN, Request, Response, SignInput,
+    SignRequest, decode, encode,
 };
 use quinn::{RecvStream, SendStream};
 
 use super::Service;
-use crate::audit::{AuditEvent, AuditRecord, AuditResult, InputKind, mechanism_name, sha256_hex};
+use crate::access::{self, Refusal};
+use crate::audit::{
+    AuditEvent, AuditRecord, AuditResult, InputKind, mechanism_name, parameter_json, sha256_hex,
+};
 use crate::policy::ClientPolicy;
+use crate::quota::Charge;
 use crate::signing::{self, Rejection};
 
 /// Longest KeyId copied into logs and audit records; longer ones are cut.
@@ -25,6 +29,8 @@ pub(super) struct ClientContext {
     pub service: Arc<Service>,
     pub client: ClientPolicy,
     pub remote: SocketAddr,
+    /// The calling process as the Hello reported it, repeated in each sign record.
+    pub caller: CallerContext,
 }
 
 /// Serves one request stream.
@@ -126,7 +132,22 @@ async fn sign(context: Arc<ClientContext>, request: SignRequest, started: Instan
 /// The result of a sign request before it is audited.
 struct Outcome {
     token: Option<String>,
+    certificate_sha256: Option<String>,
     result: Result<Vec<u8>, Failure>,
+}
+
+impl Outcome {
+    fn refused(refusal: Refusal) -> Self {
+        let rejection = Rejection {
+            code: refusal.code,
+            message: refusal.message,
+        };
+        Self {
+            token: None,
+            certificate_sha256: None,
+            result: Err(rejection.into()),
+        }
+    }
 }
 
 struct Failure {
@@ -176,20 +197,26 @@ fn sign_and_audit(context: &ClientContext, request: &SignRequest, started: Insta
 
 fn decide_and_sign(context: &ClientContext, request: &SignRequest) -> Outcome {
     let service = &context.service;
-    let allowed = context.client.keys.contains(&request.key_name);
-    let key = allowed
-        .then(|| service.backend.key(&request.key_name))
-        .flatten();
-    let Some(key) = key else {
+    let state = service.policy.current();
+    let now = time::OffsetDateTime::now_utc();
+    let remote = context.remote.ip();
+    let (client, key_policy) =
+        match access::check_sign(&state, &context.client, remote, request, now) {
+            Ok(entries) => entries,
+            Err(refusal) => return Outcome::refused(refusal),
+        };
+    let Some(key) = service.backend.key(&request.key_name) else {
         let message = format!("key \"{}\" is not allowed for this KeyId", request.key_name);
-        let rejection = Rejection {
+        return Outcome::refused(Refusal {
             code: ErrorCode::KEY_NOT_ALLOWED,
             message,
-        };
-        return Outcome {
-            token: None,
-            result: Err(rejection.into()),
-        };
+        });
+    };
+    let charge = Charge {
+        key_id: &client.key_id,
+        key: &key.name,
+        client_quota: client.rules.quota,
+        key_quota: key_policy.rules.quota,
     };
     let result = signing::plan(
         key.kind,
@@ -201,6 +228,12 @@ fn decide_and_sign(context: &ClientContext, request: &SignRequest) -> Outcome {
     .map_err(Failure::from)
     .and_then(|operation| {
         check_token_supports(context, &key.token, request.mechanism)?;
+        service.quotas.reserve(&charge, now).map_err(|message| {
+            Failure::from(Rejection {
+                code: access::POLICY_REFUSED,
+                message,
+            })
+        })?;
         service
             .backend
             .sign(key, &operation)
@@ -208,6 +241,7 @@ fn decide_and_sign(context: &ClientContext, request: &SignRequest) -> Outcome {
     });
     Outcome {
         token: Some(key.token.clone()),
+        certificate_sha256: access::certificate_sha256(&key.objects),
         result,
     }
 }
@@ -250,9 +284,12 @@ fn backend_failure(error: crate::backend::BackendError) -> Failure {
 
 fn sign_record(context: &ClientContext, request: &SignRequest, outcome: &Outcome) -> AuditRecord {
     let mut record = AuditRecord::new(AuditEvent::Sign, &context.client.key_id, context.remote);
+    record.caller = Some(context.caller.clone());
     record.token = outcome.token.clone();
     record.key = Some(request.key_name.clone());
+    record.certificate_sha256 = outcome.certificate_sha256.clone();
     record.mechanism = Some(mechanism_name(request.mechanism));
+    record.mechanism_parameter = parameter_json(&request.parameter);
     record.input = Some(match request.input {
         SignInput::Data(_) => InputKind::Data,
         SignInput::Digest(_) => InputKind::Digest,
