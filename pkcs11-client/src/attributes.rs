@@ -48,17 +48,27 @@ fn is_private_key(object: &ObjectEntry) -> bool {
 /// Every entry is processed. Sensitive and unknown types, and values that do not fit,
 /// get CK_UNAVAILABLE_INFORMATION as their length while the other entries are filled. The
 /// call then fails with CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID or
-/// CKR_BUFFER_TOO_SMALL; when several apply, the last one found is returned, which the
-/// specification allows.
+/// CKR_BUFFER_TOO_SMALL. When several apply, the specification lets the module return any of
+/// them; it returns them in that order of precedence, as SoftHSM2 does.
 pub(crate) fn get_values(object: &ObjectEntry, template: &mut [CK_ATTRIBUTE]) -> Result<()> {
-    let mut outcome = Ok(());
+    let mut outcome: Result<()> = Ok(());
     for entry in template.iter_mut() {
         if let Err(error) = fill(object, entry) {
             entry.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-            outcome = Err(error);
+            if precedence(&error) > outcome.as_ref().err().map_or(0, precedence) {
+                outcome = Err(error);
+            }
         }
     }
     outcome
+}
+
+fn precedence(error: &Error) -> u8 {
+    match error {
+        Error::AttributeSensitive(_) => 3,
+        Error::AttributeTypeInvalid(_) => 2,
+        _ => 1,
+    }
 }
 
 fn fill(object: &ObjectEntry, entry: &mut CK_ATTRIBUTE) -> Result<()> {
@@ -127,7 +137,11 @@ mod tests {
             entry(CKA_MODULUS, &mut bogus),
         ];
         let error = get_values(&object, &mut template).unwrap_err();
-        assert_eq!(error.rv(), CKR_ATTRIBUTE_TYPE_INVALID);
+        assert_eq!(
+            error.rv(),
+            CKR_ATTRIBUTE_SENSITIVE,
+            "sensitive takes precedence"
+        );
         assert_eq!(template[0].ulValueLen, 2);
         assert_eq!(template[1].ulValueLen, CK_UNAVAILABLE_INFORMATION);
         assert_eq!(template[2].ulValueLen, CK_UNAVAILABLE_INFORMATION);

@@ -21,12 +21,6 @@ pub(crate) enum Error {
     /// The client configuration cannot be used.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The module would have to create threads, and the caller forbids it.
-    #[error("the module needs to create threads, but CKF_LIBRARY_CANT_CREATE_OS_THREADS is set")]
-    NeedToCreateThreads,
-    /// The caller asks the module to lock with its own mutex functions.
-    #[error("the module locks with native mutexes only: set CKF_OS_LOCKING_OK")]
-    CantLock,
     /// The caller's output buffer is too short; the needed length was written back.
     #[error("output buffer too small")]
     BufferTooSmall,
@@ -75,6 +69,9 @@ pub(crate) enum Error {
     SignatureLenRange,
     #[error("the random source takes no seed")]
     RandomSeedNotSupported,
+    /// The keyserver's policy refused the request; the message names the rule.
+    #[error("refused by the keyserver's policy: {0}")]
+    PolicyRefused(String),
     /// The keyserver rejected the request with a reason that has no closer CKR_* value.
     #[error("keyserver: {0}")]
     Server(String),
@@ -100,8 +97,6 @@ impl Error {
             Self::AlreadyInitialized => CKR_CRYPTOKI_ALREADY_INITIALIZED,
             Self::ArgumentsBad(_) => CKR_ARGUMENTS_BAD,
             Self::Config(_) => CKR_GENERAL_ERROR,
-            Self::NeedToCreateThreads => CKR_NEED_TO_CREATE_THREADS,
-            Self::CantLock => CKR_CANT_LOCK,
             Self::BufferTooSmall => CKR_BUFFER_TOO_SMALL,
             Self::FunctionNotSupported => CKR_FUNCTION_NOT_SUPPORTED,
             Self::SlotIdInvalid(_) => CKR_SLOT_ID_INVALID,
@@ -125,6 +120,7 @@ impl Error {
             Self::RandomSeedNotSupported => CKR_RANDOM_SEED_NOT_SUPPORTED,
             Self::SignatureInvalid => CKR_SIGNATURE_INVALID,
             Self::SignatureLenRange => CKR_SIGNATURE_LEN_RANGE,
+            Self::PolicyRefused(_) => CKR_FUNCTION_REJECTED,
             Self::Server(_) | Self::Network(_) => CKR_DEVICE_ERROR,
             Self::Unreachable(_) => CKR_DEVICE_REMOVED,
             Self::Backend { rv, .. } => *rv,
@@ -139,6 +135,7 @@ impl Error {
             ErrorCode::KEY_NOT_ALLOWED => Self::KeyHandleInvalid(0),
             ErrorCode::MECHANISM_INVALID => Self::MechanismInvalid(0),
             ErrorCode::INPUT_INVALID => Self::DataLenRange,
+            ErrorCode::POLICY_REFUSED => Self::PolicyRefused(reply.message),
             ErrorCode::BACKEND => match CK_RV::try_from(reply.backend_rv) {
                 Ok(rv) if rv != CKR_OK => Self::Backend {
                     rv,
@@ -156,6 +153,7 @@ impl Error {
         matches!(
             self,
             Self::Config(_)
+                | Self::PolicyRefused(_)
                 | Self::Server(_)
                 | Self::Network(_)
                 | Self::Unreachable(_)
@@ -192,6 +190,12 @@ mod tests {
     fn backend_without_rv_is_device_error() {
         let error = Error::from_reply(reply(ErrorCode::BACKEND, 0));
         assert_eq!(error.rv(), CKR_DEVICE_ERROR);
+    }
+
+    #[test]
+    fn policy_refusal_is_function_rejected() {
+        let error = Error::from_reply(reply(ErrorCode::POLICY_REFUSED, 0));
+        assert_eq!(error.rv(), CKR_FUNCTION_REJECTED);
     }
 
     #[test]

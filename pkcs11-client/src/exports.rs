@@ -38,16 +38,16 @@ pub(crate) fn guard(function: &'static str, body: impl FnOnce() -> Result<()>) -
     rv
 }
 
-/// C_Initialize (5.4). Accepts NULL or CK_C_INITIALIZE_ARGS with CKF_OS_LOCKING_OK or no
-/// locking; reads the configuration and prepares the connection without opening it.
+/// C_Initialize (5.4). Accepts NULL and every valid form of CK_C_INITIALIZE_ARGS; reads the
+/// configuration and prepares the connection without opening it.
 pub(crate) unsafe extern "C" fn C_Initialize(args: *mut c_void) -> CK_RV {
     guard("C_Initialize", || {
         crate::log::init();
         // SAFETY: a non-NULL argument points to CK_C_INITIALIZE_ARGS by the C_Initialize
         // contract.
         let args = unsafe { args.cast::<CK_C_INITIALIZE_ARGS>().as_ref() };
-        module::check_initialize_args(args)?;
-        module::initialize()
+        let own_thread = module::check_initialize_args(args)?;
+        module::initialize(own_thread)
     })
 }
 

@@ -21,6 +21,9 @@ pub(crate) struct Module {
     /// a module of its own, because the runtime's threads did not survive the fork.
     pid: u32,
     runtime: tokio::runtime::Runtime,
+    /// True when the runtime has its own I/O thread; false when the caller set
+    /// CKF_LIBRARY_CANT_CREATE_OS_THREADS and calls drive the I/O themselves.
+    own_thread: bool,
     pub(crate) remote: Arc<Remote>,
     /// KeySecret from the configuration; `None` when the PIN is the KeySecret.
     pub(crate) configured_secret: Option<KeySecret>,
@@ -28,10 +31,15 @@ pub(crate) struct Module {
 }
 
 impl Module {
-    fn new(config: Config) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("keyrelay-io")
+    fn new(config: Config, own_thread: bool) -> Result<Self> {
+        let mut builder = if own_thread {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(1).thread_name("keyrelay-io");
+            builder
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        let runtime = builder
             .enable_all()
             .build()
             .map_err(|e| Error::Internal(format!("cannot start the I/O runtime: {e}")))?;
@@ -42,6 +50,7 @@ impl Module {
         Ok(Self {
             pid: std::process::id(),
             runtime,
+            own_thread,
             remote,
             configured_secret: config.key_secret.clone(),
             state: Mutex::new(State::new(&config.tokens)),
@@ -58,13 +67,17 @@ impl Module {
 
     /// Runs `future` on the module's runtime and waits for it on the calling thread.
     ///
-    /// This works from any thread, including one that belongs to the host's own tokio
-    /// runtime, because the calling thread only waits on a channel.
+    /// With its own I/O thread, this works from any thread, including one that belongs to
+    /// the host's own tokio runtime, because the calling thread only waits on a channel.
+    /// Without one, the calling thread drives the runtime itself.
     pub(crate) fn block_on<F, T>(&self, future: F) -> Result<T>
     where
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
+        if !self.own_thread {
+            return self.runtime.block_on(future);
+        }
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         self.runtime.spawn(async move {
             let _ = sender.send(future.await);
@@ -86,8 +99,9 @@ pub(crate) fn get() -> Result<Arc<Module>> {
     }
 }
 
-/// Creates the module from the configuration in the environment.
-pub(crate) fn initialize() -> Result<()> {
+/// Creates the module from the configuration in the environment. `own_thread` is false when
+/// the caller forbids the module to create threads.
+pub(crate) fn initialize(own_thread: bool) -> Result<()> {
     let mut guard = MODULE
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -102,7 +116,7 @@ pub(crate) fn initialize() -> Result<()> {
     }
     let config = Config::from_env()?;
     tracing::debug!(?config, "initializing");
-    *guard = Some(Arc::new(Module::new(config)?));
+    *guard = Some(Arc::new(Module::new(config, own_thread)?));
     Ok(())
 }
 
@@ -131,13 +145,18 @@ pub(crate) fn finalize() -> Result<()> {
     Ok(())
 }
 
-/// Checks the arguments of C_Initialize (PKCS#11 v2.40 section 5.4).
+/// Checks the arguments of C_Initialize (PKCS#11 v2.40 section 5.4) and tells whether the
+/// module may create a thread of its own.
 ///
-/// The module always uses native locking, so it accepts NULL arguments, CKF_OS_LOCKING_OK,
-/// and no locking at all, but rejects application-supplied mutex functions without
-/// CKF_OS_LOCKING_OK, which would require it to lock with them.
-pub(crate) fn check_initialize_args(args: Option<&CK_C_INITIALIZE_ARGS>) -> Result<()> {
-    let Some(args) = args else { return Ok(()) };
+/// With CKF_LIBRARY_CANT_CREATE_OS_THREADS, as GnuTLS's p11tool sets it, the module creates
+/// no thread: the calling threads drive the connection during their calls, so keep-alives
+/// stop between calls and the next signature may have to reconnect.
+///
+/// The module always locks with native mutexes. It accepts application-supplied mutex
+/// functions without CKF_OS_LOCKING_OK too, and does not call them, as SoftHSM2 does: GnuTLS's
+/// p11tool passes them that way and would otherwise fail to load the module.
+pub(crate) fn check_initialize_args(args: Option<&CK_C_INITIALIZE_ARGS>) -> Result<bool> {
+    let Some(args) = args else { return Ok(true) };
     if !args.pReserved.is_null() {
         return Err(Error::ArgumentsBad("pReserved must be NULL"));
     }
@@ -153,11 +172,5 @@ pub(crate) fn check_initialize_args(args: Option<&CK_C_INITIALIZE_ARGS>) -> Resu
             "mutex functions must be all set or all NULL",
         ));
     }
-    if args.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
-        return Err(Error::NeedToCreateThreads);
-    }
-    if all && args.flags & CKF_OS_LOCKING_OK == 0 {
-        return Err(Error::CantLock);
-    }
-    Ok(())
+    Ok(args.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS == 0)
 }

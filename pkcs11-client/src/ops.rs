@@ -87,8 +87,14 @@ fn mechanisms(module: &Module, slot_id: CK_SLOT_ID) -> Result<Vec<MechanismEntry
         .token
         .mechanisms
         .iter()
-        .filter(|entry| CK_MECHANISM_TYPE::try_from(entry.mechanism).is_ok_and(sign::supports));
+        .filter(|entry| CK_MECHANISM_TYPE::try_from(entry.mechanism).is_ok_and(forwardable));
     Ok(usable.cloned().collect())
+}
+
+/// Tells whether the module handles `mechanism`: signing through the keyserver, or hashing
+/// locally.
+fn forwardable(mechanism: CK_MECHANISM_TYPE) -> bool {
+    sign::supports(mechanism) || Hash::from_ckm(mechanism).is_some()
 }
 
 pub(crate) fn mechanism_list(slot_id: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {

@@ -129,9 +129,7 @@ impl SignOperation {
         max_input_len: usize,
     ) -> Result<Self> {
         let spec = find(mechanism).ok_or(Error::MechanismInvalid(mechanism))?;
-        let Parameter::Valid(parameter) = parameter else {
-            return Err(Error::MechanismParamInvalid);
-        };
+        let parameter = valid_parameter(spec, parameter)?;
         let exact_data_len = check_parameter(spec, &parameter)?;
         check_key(key, spec)?;
         let signature_len = signature_len(key, spec.key_type)?;
@@ -161,8 +159,12 @@ impl SignOperation {
     }
 
     /// Adds input for a multi-part signature (C_SignUpdate).
+    ///
+    /// A mechanism without a hash is single-part only: the call fails with
+    /// CKR_OPERATION_NOT_INITIALIZED and ends the operation, as SoftHSM2 does, because the
+    /// specification names no code for it.
     pub(crate) fn update(&mut self, data: &[u8]) -> Result<()> {
-        let hasher = self.hasher.as_mut().ok_or(Error::FunctionNotSupported)?;
+        let hasher = self.hasher.as_mut().ok_or(Error::OperationNotInitialized)?;
         hasher.update(data);
         self.multipart = true;
         Ok(())
@@ -214,8 +216,29 @@ impl SignOperation {
     }
 }
 
+/// Unwraps a parameter read from C, or rejects it.
+///
+/// A missing or malformed CK_RSA_PKCS_PSS_PARAMS gets CKR_ARGUMENTS_BAD, the code SoftHSM2
+/// returns; other mechanisms get CKR_MECHANISM_PARAM_INVALID.
+pub(crate) fn valid_parameter(
+    spec: &MechanismSpec,
+    parameter: Parameter,
+) -> Result<MechanismParameter> {
+    match (parameter, spec.parameter) {
+        (Parameter::Valid(parameter), _) => Ok(parameter),
+        (Parameter::Invalid, ParameterKind::RsaPss) => {
+            Err(Error::ArgumentsBad("invalid CK_RSA_PKCS_PSS_PARAMS"))
+        }
+        (Parameter::Invalid, _) => Err(Error::MechanismParamInvalid),
+    }
+}
+
 /// Checks the parameter against the mechanism (PKCS#11 v3.0 section 2.1.14 for PSS) and
 /// returns the exact input length it implies for raw RSA-PSS.
+///
+/// Like SoftHSM2, the module requires MGF1 over the same hash as the message and answers
+/// any mismatch with CKR_ARGUMENTS_BAD, so a caller learns at C_SignInit what the backend
+/// would otherwise report only at C_Sign.
 pub(crate) fn check_parameter(
     spec: &MechanismSpec,
     parameter: &MechanismParameter,
@@ -223,24 +246,15 @@ pub(crate) fn check_parameter(
     let MechanismParameter::RsaPss { hash, mgf, .. } = parameter else {
         return Ok(None);
     };
-    let hash = CK_MECHANISM_TYPE::try_from(*hash)
+    let bad = Error::ArgumentsBad("inconsistent CK_RSA_PKCS_PSS_PARAMS");
+    let Some(hash) = CK_MECHANISM_TYPE::try_from(*hash)
         .ok()
         .and_then(Hash::from_ckm)
-        .ok_or(Error::MechanismParamInvalid)?;
-    if spec.hash.is_some_and(|expected| expected != hash) {
-        return Err(Error::MechanismParamInvalid);
-    }
-    let known_mgf = [
-        Hash::Sha1,
-        Hash::Sha224,
-        Hash::Sha256,
-        Hash::Sha384,
-        Hash::Sha512,
-    ]
-    .iter()
-    .any(|h| u64::from(h.mgf1()) == *mgf);
-    if !known_mgf {
-        return Err(Error::MechanismParamInvalid);
+    else {
+        return Err(bad);
+    };
+    if spec.hash.is_some_and(|expected| expected != hash) || u64::from(hash.mgf1()) != *mgf {
+        return Err(bad);
     }
     Ok(spec.hash.is_none().then(|| hash.output_len()))
 }

@@ -82,20 +82,39 @@ pub(crate) fn fill_mechanism_info(entry: &MechanismEntry, info: &mut CK_MECHANIS
 
 /// Mechanisms reported before the catalogue arrives, which happens when the PIN given to
 /// C_Login is the KeySecret. Java's SunPKCS11 reads the mechanism list before it logs in, so
-/// an empty list would leave it without algorithms. Key sizes are the PKCS#11 units: bits of
-/// modulus for RSA, bits of field for ECDSA.
+/// an empty list would leave it without algorithms. The list holds what common tokens offer
+/// (SoftHSM2 among them): hash-and-sign ECDSA is left out because SunPKCS11 falls back to
+/// CKM_ECDSA without it. Key sizes are in PKCS#11's units: bits of modulus for RSA, bits of
+/// field for ECDSA.
 pub(crate) fn default_mechanisms() -> Vec<MechanismEntry> {
-    const EC_FLAGS: CK_FLAGS = CKF_SIGN | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
-    let entry = |mechanism: CK_MECHANISM_TYPE, min, max, flags: CK_FLAGS| MechanismEntry {
-        mechanism: mechanism.into(),
-        min_key_size: min,
-        max_key_size: max,
-        flags: flags.into(),
-    };
-    vec![
-        entry(CKM_RSA_PKCS, 1024, 16384, CKF_SIGN),
-        entry(CKM_SHA256_RSA_PKCS, 1024, 16384, CKF_SIGN),
-        entry(CKM_ECDSA, 256, 521, EC_FLAGS),
-        entry(CKM_ECDSA_SHA256, 256, 521, EC_FLAGS),
-    ]
+    const RSA: (u64, u64) = (1024, 16384);
+    const EC: (u64, u64) = (256, 521);
+    const SIGN: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+    const EC_SIGN: CK_FLAGS = SIGN | CKF_EC_F_P | CKF_EC_OID | CKF_EC_UNCOMPRESS;
+    let entry =
+        |mechanism: CK_MECHANISM_TYPE, (min, max): (u64, u64), flags: CK_FLAGS| MechanismEntry {
+            mechanism: mechanism.into(),
+            min_key_size: min,
+            max_key_size: max,
+            flags: flags.into(),
+        };
+    let mut entries = vec![entry(CKM_ECDSA, EC, EC_SIGN)];
+    for mechanism in [
+        CKM_RSA_PKCS,
+        CKM_SHA1_RSA_PKCS,
+        CKM_SHA256_RSA_PKCS,
+        CKM_SHA384_RSA_PKCS,
+        CKM_SHA512_RSA_PKCS,
+        CKM_RSA_PKCS_PSS,
+        CKM_SHA1_RSA_PKCS_PSS,
+        CKM_SHA256_RSA_PKCS_PSS,
+        CKM_SHA384_RSA_PKCS_PSS,
+        CKM_SHA512_RSA_PKCS_PSS,
+    ] {
+        entries.push(entry(mechanism, RSA, SIGN));
+    }
+    for mechanism in [CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512] {
+        entries.push(entry(mechanism, (0, 0), CKF_DIGEST));
+    }
+    entries
 }

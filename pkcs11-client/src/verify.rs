@@ -45,9 +45,7 @@ impl VerifyOperation {
         key: &ObjectEntry,
     ) -> Result<Self> {
         let spec = sign::find(mechanism).ok_or(Error::MechanismInvalid(mechanism))?;
-        let Parameter::Valid(parameter) = parameter else {
-            return Err(Error::MechanismParamInvalid);
-        };
+        let parameter = sign::valid_parameter(spec, parameter)?;
         let exact_data_len = sign::check_parameter(spec, &parameter)?;
         if let MechanismParameter::Eddsa { .. } = parameter {
             // NOTE: Ed25519ctx and Ed25519ph are not verified locally; only pure Ed25519 is.
@@ -154,11 +152,8 @@ fn u64_hash(ckm: u64) -> Result<Hash> {
         .ok_or(Error::MechanismParamInvalid)
 }
 
-/// PSS verification with MGF1 over the same hash, which is how every caller of the
-/// supported mechanisms sets the parameters.
-///
-/// NOTE: a PSS parameter whose MGF1 hash differs from its message hash is verified as if
-/// they were equal, because the rsa crate ties the two together.
+/// PSS verification with MGF1 over the same hash, the only combination
+/// [`sign::check_parameter`] accepts.
 fn pss(hash: Hash, salt_len: usize) -> Pss {
     match hash {
         Hash::Sha1 => Pss::new_with_salt::<sha1::Sha1>(salt_len),

@@ -118,13 +118,16 @@ fn pss_hash_must_match_mechanism() {
         &rsa_key(),
     )
     .unwrap_err();
-    assert_eq!(error.rv(), CKR_MECHANISM_PARAM_INVALID);
+    assert_eq!(error.rv(), CKR_ARGUMENTS_BAD);
 }
 
 #[test]
 fn pss_rejects_unknown_mgf() {
     let error = start(CKM_SHA256_RSA_PKCS_PSS, pss(CKM_SHA256, 0x99), &rsa_key()).unwrap_err();
-    assert_eq!(error.rv(), CKR_MECHANISM_PARAM_INVALID);
+    assert_eq!(error.rv(), CKR_ARGUMENTS_BAD);
+    let parameter = pss(CKM_SHA256, CKG_MGF1_SHA1);
+    let error = start(CKM_RSA_PKCS_PSS, parameter, &rsa_key()).unwrap_err();
+    assert_eq!(error.rv(), CKR_ARGUMENTS_BAD);
 }
 
 #[test]
@@ -177,7 +180,7 @@ fn raw_mechanism_has_no_multipart() {
     let mut operation = start(CKM_ECDSA, none(), &ec_key(CURVES[0].0)).unwrap();
     assert_eq!(
         operation.update(b"x").unwrap_err().rv(),
-        CKR_FUNCTION_NOT_SUPPORTED
+        CKR_OPERATION_NOT_INITIALIZED
     );
 }
 
