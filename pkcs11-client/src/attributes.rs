@@ -43,6 +43,31 @@ fn is_private_key(object: &ObjectEntry) -> bool {
     object.attribute(CKA_CLASS.into()) == Some(&AttributeValue::Ulong(CKO_PRIVATE_KEY.into()))
 }
 
+/// Checks that `key` is an object of `class` holding a key of `key_type`, as C_SignInit and
+/// C_VerifyInit require.
+pub(crate) fn check_key_type(
+    key: &ObjectEntry,
+    class: CK_OBJECT_CLASS,
+    key_type: CK_KEY_TYPE,
+) -> Result<()> {
+    let has = |kind: CK_ATTRIBUTE_TYPE, value: CK_ULONG| {
+        key.attribute(kind.into()) == Some(&AttributeValue::Ulong(value.into()))
+    };
+    if has(CKA_CLASS, class) && has(CKA_KEY_TYPE, key_type) {
+        Ok(())
+    } else {
+        Err(Error::KeyTypeInconsistent)
+    }
+}
+
+/// Returns a byte-array attribute a key needs, such as CKA_MODULUS.
+pub(crate) fn key_bytes(key: &ObjectEntry, kind: CK_ATTRIBUTE_TYPE) -> Result<&[u8]> {
+    match key.attribute(kind.into()) {
+        Some(AttributeValue::Bytes(bytes)) => Ok(bytes),
+        _ => Err(Error::KeyTypeInconsistent),
+    }
+}
+
 /// Fills a C_GetAttributeValue template (PKCS#11 v2.40 section 5.7).
 ///
 /// Every entry is processed. Sensitive and unknown types, and values that do not fit,

@@ -24,7 +24,7 @@ impl Hash {
         Self::Sha512,
     ];
 
-    /// The digest mechanism, such as CKM_SHA256.
+    /// Returns the digest mechanism, such as CKM_SHA256.
     pub(crate) fn ckm(self) -> CK_MECHANISM_TYPE {
         match self {
             Self::Sha1 => CKM_SHA_1,

@@ -269,6 +269,24 @@ pub(crate) fn get_attribute_value(
     attributes::get_values(state.object(session, object)?, template)
 }
 
+/// Checks that `mechanism` is on the list of the session's token.
+fn check_mechanism(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_TYPE,
+) -> Result<()> {
+    let slot_id = module.state().session(session)?.slot_id;
+    let available = mechanisms(module, slot_id)?;
+    if available
+        .iter()
+        .any(|e| CK_MECHANISM_TYPE::try_from(e.mechanism) == Ok(mechanism))
+    {
+        Ok(())
+    } else {
+        Err(Error::MechanismInvalid(mechanism))
+    }
+}
+
 pub(crate) fn sign_init(
     session: CK_SESSION_HANDLE,
     mechanism: CK_MECHANISM_TYPE,
@@ -276,21 +294,12 @@ pub(crate) fn sign_init(
     key: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     let module = module::get()?;
-    let slot_id = module.state().session(session)?.slot_id;
-    let available = mechanisms(&module, slot_id)?;
+    check_mechanism(&module, session, mechanism)?;
     let mut state = module.state();
     if state.session(session)?.sign.is_some() {
         return Err(Error::OperationActive);
     }
-    if !available
-        .iter()
-        .any(|e| CK_MECHANISM_TYPE::try_from(e.mechanism) == Ok(mechanism))
-    {
-        return Err(Error::MechanismInvalid(mechanism));
-    }
-    let object = state
-        .object(session, key)
-        .map_err(|_| Error::KeyHandleInvalid(key))?;
+    let object = state.key(session, key)?;
     let operation = SignOperation::new(mechanism, parameter, object, state.max_input_len())?;
     state.session_mut(session)?.sign = Some(operation);
     Ok(())
@@ -471,21 +480,12 @@ pub(crate) fn verify_init(
     key: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     let module = module::get()?;
-    let slot_id = module.state().session(session)?.slot_id;
-    let available = mechanisms(&module, slot_id)?;
+    check_mechanism(&module, session, mechanism)?;
     let mut state = module.state();
     if state.session(session)?.verify.is_some() {
         return Err(Error::OperationActive);
     }
-    if !available
-        .iter()
-        .any(|e| CK_MECHANISM_TYPE::try_from(e.mechanism) == Ok(mechanism))
-    {
-        return Err(Error::MechanismInvalid(mechanism));
-    }
-    let object = state
-        .object(session, key)
-        .map_err(|_| Error::KeyHandleInvalid(key))?;
+    let object = state.key(session, key)?;
     let operation = VerifyOperation::new(mechanism, parameter, object)?;
     state.session_mut(session)?.verify = Some(operation);
     Ok(())

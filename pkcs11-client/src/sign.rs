@@ -7,6 +7,7 @@
 use cryptoki_sys::*;
 use keyrelay_protocol::{AttributeValue, MechanismParameter, ObjectEntry, SignInput, SignRequest};
 
+use crate::attributes;
 use crate::digest::{Hash, Hasher};
 use crate::error::{Error, Result};
 use crate::ffi::{Parameter, ParameterKind};
@@ -264,13 +265,7 @@ fn always_authenticate(key: &ObjectEntry) -> bool {
 }
 
 fn check_key(key: &ObjectEntry, spec: &MechanismSpec) -> Result<()> {
-    let class = key.attribute(CKA_CLASS.into());
-    if class != Some(&AttributeValue::Ulong(CKO_PRIVATE_KEY.into())) {
-        return Err(Error::KeyTypeInconsistent);
-    }
-    if key.attribute(CKA_KEY_TYPE.into()) != Some(&AttributeValue::Ulong(spec.key_type.into())) {
-        return Err(Error::KeyTypeInconsistent);
-    }
+    attributes::check_key_type(key, CKO_PRIVATE_KEY, spec.key_type)?;
     if key.attribute(CKA_SIGN.into()) != Some(&AttributeValue::Bool(true)) {
         return Err(Error::KeyFunctionNotPermitted);
     }
@@ -278,10 +273,7 @@ fn check_key(key: &ObjectEntry, spec: &MechanismSpec) -> Result<()> {
 }
 
 fn signature_len(key: &ObjectEntry, key_type: CK_KEY_TYPE) -> Result<usize> {
-    let bytes = |kind: CK_ATTRIBUTE_TYPE| match key.attribute(kind.into()) {
-        Some(AttributeValue::Bytes(bytes)) => Ok(bytes.as_slice()),
-        _ => Err(Error::KeyTypeInconsistent),
-    };
+    let bytes = |kind| attributes::key_bytes(key, kind);
     if key_type == CKK_RSA {
         let modulus = bytes(CKA_MODULUS)?;
         let leading_zeros = modulus.iter().take_while(|&&b| b == 0).count();

@@ -223,6 +223,18 @@ impl State {
             .ok_or(Error::ObjectHandleInvalid(object))
     }
 
+    /// Returns a key object the session may see, for C_SignInit and C_VerifyInit.
+    pub(crate) fn key(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<&ObjectEntry> {
+        self.object(handle, key).map_err(|error| match error {
+            Error::ObjectHandleInvalid(_) => Error::KeyHandleInvalid(key),
+            other => other,
+        })
+    }
+
     /// Iterates over the objects the session may see.
     pub(crate) fn visible_objects(
         &self,

@@ -9,6 +9,7 @@ use cryptoki_sys::*;
 use keyrelay_protocol::{AttributeValue, MechanismParameter, ObjectEntry};
 use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
 
+use crate::attributes;
 use crate::digest::{Hash, Hasher};
 use crate::error::{Error, Result};
 use crate::ffi::Parameter;
@@ -220,13 +221,7 @@ fn check_ecdsa(point: &[u8], hash: &[u8], signature: &[u8]) -> Result<()> {
 }
 
 fn check_key(key: &ObjectEntry, key_type: CK_KEY_TYPE) -> Result<()> {
-    let class = key.attribute(CKA_CLASS.into());
-    if class != Some(&AttributeValue::Ulong(CKO_PUBLIC_KEY.into())) {
-        return Err(Error::KeyTypeInconsistent);
-    }
-    if key.attribute(CKA_KEY_TYPE.into()) != Some(&AttributeValue::Ulong(key_type.into())) {
-        return Err(Error::KeyTypeInconsistent);
-    }
+    attributes::check_key_type(key, CKO_PUBLIC_KEY, key_type)?;
     if key.attribute(CKA_VERIFY.into()) == Some(&AttributeValue::Bool(false)) {
         return Err(Error::KeyFunctionNotPermitted);
     }
@@ -234,10 +229,7 @@ fn check_key(key: &ObjectEntry, key_type: CK_KEY_TYPE) -> Result<()> {
 }
 
 fn public_key(key: &ObjectEntry, key_type: CK_KEY_TYPE) -> Result<PublicKey> {
-    let bytes = |kind: CK_ATTRIBUTE_TYPE| match key.attribute(kind.into()) {
-        Some(AttributeValue::Bytes(bytes)) => Ok(bytes.as_slice()),
-        _ => Err(Error::KeyTypeInconsistent),
-    };
+    let bytes = |kind| attributes::key_bytes(key, kind);
     match key_type {
         CKK_RSA => {
             let modulus = BigUint::from_bytes_be(bytes(CKA_MODULUS)?);
@@ -262,7 +254,7 @@ fn public_key(key: &ObjectEntry, key_type: CK_KEY_TYPE) -> Result<PublicKey> {
 }
 
 /// Returns the content of a DER OCTET STRING, or `bytes` unchanged if they are not one.
-/// CKA_EC_POINT holds the point wrapped in an OCTET STRING, but some tokens store it bare.
+/// CKA_EC_POINT contains the point wrapped in an OCTET STRING, but some tokens store it bare.
 fn unwrap_octet_string(bytes: &[u8]) -> &[u8] {
     let (header, len) = match bytes {
         [0x04, len, ..] if *len < 0x80 => (2, usize::from(*len)),
