@@ -11,6 +11,7 @@
 mod mechanism;
 mod objects;
 mod pool;
+mod raw;
 mod token;
 
 use std::collections::{BTreeMap, HashMap};
@@ -183,6 +184,9 @@ pub struct Token {
     description: TokenDescription,
     mechanisms: BTreeMap<u64, MechanismEntry>,
     pool: SessionPool,
+    /// The module's C functions, for keys with CKA_ALWAYS_AUTHENTICATE; `None` if they could
+    /// not be loaded, which the startup log reports.
+    raw: Option<raw::RawFunctions>,
 }
 
 impl Token {
@@ -216,6 +220,9 @@ pub struct Key {
     /// Private key, then public key and certificate when the token has them, as clients
     /// see them.
     pub objects: Vec<ObjectEntry>,
+    /// True if the private key has CKA_ALWAYS_AUTHENTICATE, so each signature needs a
+    /// context-specific login.
+    always_authenticate: bool,
 }
 
 impl Key {
@@ -287,9 +294,8 @@ impl Backend {
 
     /// Signs with `key`. Blocks until a session of its token is free.
     ///
-    /// NOTE: a key with CKA_ALWAYS_AUTHENTICATE fails with CKR_USER_NOT_LOGGED_IN, because
-    /// cryptoki 0.12's `Session::sign` runs C_SignInit and C_Sign in one call and leaves no
-    /// place for the context-specific login between them.
+    /// A key with CKA_ALWAYS_AUTHENTICATE gets the context-specific login with the token's
+    /// PIN between C_SignInit and C_Sign, through [`raw::RawFunctions`].
     ///
     /// # Errors
     ///
@@ -301,10 +307,22 @@ impl Backend {
             operation: "preparing the mechanism",
             source,
         })?;
-        let sign = |session: &cryptoki::session::Session| {
-            session.sign(&mechanism, key.handle, &operation.payload)
+        let result = match (&token.raw, key.always_authenticate) {
+            (Some(raw), true) => token.pool.run_with_pin(|session, pin| {
+                let (handle, payload) = (key.handle.handle(), &operation.payload);
+                raw.sign_with_context_login(
+                    session.handle(),
+                    &mechanism,
+                    handle,
+                    pin.auth_pin(),
+                    payload,
+                )
+            }),
+            _ => token
+                .pool
+                .run(|session| session.sign(&mechanism, key.handle, &operation.payload)),
         };
-        token.pool.run(sign).map_err(|source| BackendError::Pkcs11 {
+        result.map_err(|source| BackendError::Pkcs11 {
             token: key.token.clone(),
             operation: "signing",
             source,
@@ -349,7 +367,22 @@ fn open_token(
         description,
         mechanisms,
         pool,
+        raw: load_raw_functions(name, &policy.module),
     })
+}
+
+fn load_raw_functions(token: &str, module: &std::path::Path) -> Option<raw::RawFunctions> {
+    match raw::RawFunctions::load(module) {
+        Ok(functions) => Some(functions),
+        Err(error) => {
+            tracing::warn!(
+                token,
+                %error,
+                "cannot load the module's C functions; keys with CKA_ALWAYS_AUTHENTICATE will fail"
+            );
+            None
+        }
+    }
 }
 
 fn resolve_key(token: &Token, name: &str, policy: &KeyPolicy) -> Result<Key, BackendError> {
@@ -378,12 +411,17 @@ fn resolve_key(token: &Token, name: &str, policy: &KeyPolicy) -> Result<Key, Bac
         }
     };
     tracing::info!(key = name, token = %token.name, objects = objects.len(), "key resolved");
+    let always_authenticate = objects.first().is_some_and(|private| {
+        private.attribute(cryptoki_sys::CKA_ALWAYS_AUTHENTICATE)
+            == Some(&keyrelay_protocol::AttributeValue::Bool(true))
+    });
     Ok(Key {
         name: name.to_owned(),
         token: token.name.clone(),
         kind,
         handle,
         objects,
+        always_authenticate,
     })
 }
 

@@ -74,6 +74,15 @@ impl SessionPool {
         }
     }
 
+    /// Runs `operation` as [`SessionPool::run`] does, also giving it the token's PIN, for
+    /// the context-specific login that keys with CKA_ALWAYS_AUTHENTICATE need.
+    pub(super) fn run_with_pin<T>(
+        &self,
+        mut operation: impl FnMut(&Session, &Pin) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.run(|session| operation(session, &self.pin))
+    }
+
     /// Swaps the session of `checkout` for a new, logged-in one. The old one is closed.
     fn replace(&self, checkout: &mut Checkout<'_>) -> Result<(), Error> {
         let fresh = self.context.open_ro_session(self.slot)?;
