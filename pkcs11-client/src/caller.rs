@@ -250,6 +250,13 @@ mod tests {
     }
 
     #[test]
+    fn option_after_redacted_value_is_kept() {
+        let command = strings(&["osslsigncode", "sign", "-pass", "s3cret", "-certs", "c.pem"]);
+        let expected = strings(&["osslsigncode", "sign", "-pass", REDACTED, "-certs", "c.pem"]);
+        assert_eq!(redact(command), expected);
+    }
+
+    #[test]
     fn ordinary_arguments_are_kept() {
         let command = strings(&["jarsigner", "-keystore", "NONE", "-sigalg", "SHA256withRSA"]);
         assert_eq!(redact(command.clone()), command);
