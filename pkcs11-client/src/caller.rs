@@ -127,13 +127,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Reads the process's arguments through the standard library, which keeps each argument
+/// in its place even when the program has blanked one: osslsigncode overwrites its `-pass`
+/// value, and /proc/self/cmdline would then show a run of NUL bytes in its place.
 fn command_line() -> Vec<String> {
-    let raw = fs::read("/proc/self/cmdline").unwrap_or_default();
-    raw.split(|&byte| byte == 0)
-        .filter(|argument| !argument.is_empty())
+    std::env::args_os()
         .take(MAX_ARGUMENTS)
         .map(|argument| {
-            let mut text = String::from_utf8_lossy(argument).into_owned();
+            let mut text = argument.to_string_lossy().into_owned();
             if text.len() > MAX_ARGUMENT_LEN {
                 let mut end = MAX_ARGUMENT_LEN;
                 while !text.is_char_boundary(end) {

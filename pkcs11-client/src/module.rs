@@ -57,6 +57,11 @@ impl Module {
         })
     }
 
+    /// Returns the KeyId the module authenticates with.
+    pub(crate) fn key_id(&self) -> &str {
+        self.remote.key_id()
+    }
+
     /// Locks the session and slot state. A panic caught while the lock was held leaves it
     /// usable: every state change is completed before any call that could panic.
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {

@@ -39,11 +39,20 @@ fn ensure_catalogue(module: &Module) -> Result<()> {
     }
     match authenticate(module, secret) {
         Err(Error::PinIncorrect) => {
-            tracing::error!("the keyserver rejected the configured KeyId or KeySecret");
+            log_rejected_secret(module);
             Ok(())
         }
         other => other,
     }
+}
+
+/// Logs a configured credential that the keyserver rejected: an operator must fix it.
+fn log_rejected_secret(module: &Module) {
+    tracing::error!(
+        key_id = module.key_id(),
+        "the keyserver rejected the configured KeyId or KeySecret (from key_secret, \
+         key_secret_file or KEYRELAY_KEY_SECRET); check both against the keyserver's policy"
+    );
 }
 
 fn authenticate(module: &Module, secret: KeySecret) -> Result<()> {
@@ -60,15 +69,24 @@ pub(crate) fn slot_list() -> Result<Vec<CK_SLOT_ID>> {
     Ok(module.state().slot_ids())
 }
 
-pub(crate) fn slot_info(slot_id: CK_SLOT_ID, info: &mut CK_SLOT_INFO) -> Result<()> {
+/// Returns the module with its catalogue fetched when a KeySecret is configured, for the
+/// calls that name a slot. Java's SunPKCS11 calls C_GetSlotInfo on its configured slot
+/// before C_GetSlotList, so these calls cannot rely on an earlier slot listing.
+fn module_with_catalogue() -> Result<std::sync::Arc<Module>> {
     let module = module::get()?;
+    ensure_catalogue(&module)?;
+    Ok(module)
+}
+
+pub(crate) fn slot_info(slot_id: CK_SLOT_ID, info: &mut CK_SLOT_INFO) -> Result<()> {
+    let module = module_with_catalogue()?;
     let state = module.state();
     token::fill_slot_info(&state.slot(slot_id)?.token, info);
     Ok(())
 }
 
 pub(crate) fn token_info(slot_id: CK_SLOT_ID, info: &mut CK_TOKEN_INFO) -> Result<()> {
-    let module = module::get()?;
+    let module = module_with_catalogue()?;
     let state = module.state();
     let sessions = state.session_count(slot_id);
     token::fill_token_info(&state.slot(slot_id)?.token, sessions, info);
@@ -98,7 +116,7 @@ fn forwardable(mechanism: CK_MECHANISM_TYPE) -> bool {
 }
 
 pub(crate) fn mechanism_list(slot_id: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
-    let module = module::get()?;
+    let module = module_with_catalogue()?;
     let entries = mechanisms(&module, slot_id)?;
     Ok(entries
         .iter()
@@ -111,7 +129,7 @@ pub(crate) fn mechanism_info(
     mechanism: CK_MECHANISM_TYPE,
     info: &mut CK_MECHANISM_INFO,
 ) -> Result<()> {
-    let module = module::get()?;
+    let module = module_with_catalogue()?;
     let entries = mechanisms(&module, slot_id)?;
     let entry = entries
         .iter()
@@ -122,7 +140,9 @@ pub(crate) fn mechanism_info(
 }
 
 pub(crate) fn open_session(slot_id: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
-    module::get()?.state().open_session(slot_id, flags)
+    module_with_catalogue()?
+        .state()
+        .open_session(slot_id, flags)
 }
 
 pub(crate) fn close_session(session: CK_SESSION_HANDLE) -> Result<()> {
@@ -173,7 +193,11 @@ pub(crate) fn login(session: CK_SESSION_HANDLE, user_type: CK_USER_TYPE, pin: &[
     let check = secret.clone();
     let current = module.block_on(async move { Ok(remote.is_authenticated_with(&check).await) })?;
     if !current || !module.state().catalogue_loaded() {
-        authenticate(&module, secret)?;
+        authenticate(&module, secret).inspect_err(|error| {
+            if matches!(error, Error::PinIncorrect) && module.configured_secret.is_some() {
+                log_rejected_secret(&module);
+            }
+        })?;
     }
     module.state().slot_mut(slot_id)?.logged_in = true;
     Ok(())

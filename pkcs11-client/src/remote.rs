@@ -98,6 +98,11 @@ impl Remote {
         }
     }
 
+    /// Returns the KeyId this client authenticates with.
+    pub(crate) fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
     /// Closes the connection, for C_Finalize.
     pub(crate) fn close(&self) {
         self.endpoint.close(0u32.into(), b"finalized");

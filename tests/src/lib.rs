@@ -214,11 +214,16 @@ impl Harness {
         let path = self.dir.path().join(name);
         let mut text = format!(
             "server = \"{}\"\nserver_name = \"localhost\"\nca_certificate = \"{}\"\n\
-             key_id = \"{}\"\ntokens = [\"{TOKEN_NAME}\"]\n",
+             key_id = \"{}\"\n",
             server,
             self.tls.ca_certificate.display(),
             credential.key_id,
         );
+        // Only the KeySecret-as-PIN mode needs the token names; the other modes learn the
+        // slots from the keyserver, as a configuration written from the README does.
+        if source == SecretSource::Pin {
+            writeln!(text, "tokens = [\"{TOKEN_NAME}\"]")?;
+        }
         if source == SecretSource::File {
             let secret_file = self
                 .dir

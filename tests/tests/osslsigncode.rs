@@ -57,6 +57,31 @@ fn sign_and_verify(label: &str) -> Result<()> {
         "one audited signature expected: {records:#?}"
     );
     assert_eq!(signatures[0]["key_id"], harness.credential.key_id.as_str());
+
+    // osslsigncode blanks its -pass value in argv; the module must still redact that place
+    // only, keep the options around it, and never record the secret itself.
+    let command_line = &signatures[0]["caller"]["command_line"];
+    let arguments: Vec<&str> = command_line
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let pass = arguments
+        .iter()
+        .position(|a| *a == "-pass")
+        .expect("-pass is recorded");
+    assert_eq!(
+        arguments.get(pass + 1),
+        Some(&"<redacted>"),
+        "{arguments:?}"
+    );
+    assert!(arguments.contains(&"-certs"), "{arguments:?}");
+    let log = std::fs::read_to_string(harness.audit_log())?;
+    assert!(
+        !log.contains(&harness.credential.secret),
+        "the audit log holds the KeySecret"
+    );
     Ok(())
 }
 
