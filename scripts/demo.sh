@@ -16,7 +16,7 @@ scripts/install-packages.sh
 
 step "Building the workspace"
 cargo build --workspace --locked --quiet
-bin="$root/target/debug"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 work=$(mktemp -d -t keyrelay-demo.XXXXXX)
 server_pid=""

@@ -78,7 +78,11 @@ fn check_files(policy: &Policy, report: &mut CheckReport) {
     if let Err(error) = load_signing_key(&policy.audit.signing_key) {
         report.errors.push(error.to_string());
     }
-    let folder = policy.server.audit_log.parent().unwrap_or(Path::new("."));
+    // A bare file name has an empty parent: the current folder.
+    let folder = match policy.server.audit_log.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     if !folder.is_dir() {
         report.errors.push(format!(
             "the folder {} of the audit log does not exist; create it",
