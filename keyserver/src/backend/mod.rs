@@ -295,7 +295,7 @@ impl Backend {
     /// Signs with `key`. Blocks until a session of its token is free.
     ///
     /// A key with CKA_ALWAYS_AUTHENTICATE gets the context-specific login with the token's
-    /// PIN between C_SignInit and C_Sign, through [`raw::RawFunctions`].
+    /// PIN between C_SignInit and C_Sign, through the backend's raw function list.
     ///
     /// # Errors
     ///
