@@ -29,7 +29,9 @@ pub(crate) enum Signed {
 /// Fetches the catalogue when the configuration holds a KeySecret and it is still missing.
 ///
 /// A rejected KeySecret leaves the configured token names as the only slots, so that the
-/// caller's C_Login reports CKR_PIN_INCORRECT instead of every call failing.
+/// caller's C_Login reports CKR_PIN_INCORRECT. Without configured token names there is no
+/// slot to log in on, so the call fails with CKR_DEVICE_ERROR rather than showing an empty
+/// slot list that would hide the cause.
 fn ensure_catalogue(module: &Module) -> Result<()> {
     let Some(secret) = module.configured_secret.clone() else {
         return Ok(());
@@ -40,6 +42,11 @@ fn ensure_catalogue(module: &Module) -> Result<()> {
     match authenticate(module, secret) {
         Err(Error::PinIncorrect) => {
             log_rejected_secret(module);
+            if module.state().slot_ids().is_empty() {
+                return Err(Error::Server(
+                    "the configured KeyId or KeySecret was rejected".into(),
+                ));
+            }
             Ok(())
         }
         other => other,
