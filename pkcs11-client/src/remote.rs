@@ -152,9 +152,14 @@ impl Remote {
             .endpoint
             .connect(address, &self.server_name)
             .map_err(|e| Error::Network(format!("cannot connect to {address}: {e}")))?;
-        connecting
-            .await
-            .map_err(|e| Error::Network(format!("connection to {address} failed: {e}")))
+        connecting.await.map_err(|e| {
+            // A certificate the CA does not vouch for is a configuration fault: say where.
+            let hint = match e.to_string().contains("invalid peer certificate") {
+                true => "; check ca_certificate and server_name in the client configuration",
+                false => "",
+            };
+            Error::Network(format!("connection to {address} failed: {e}{hint}"))
+        })
     }
 }
 

@@ -51,7 +51,10 @@ impl FindQuery {
     fn hashes(&self) -> (BTreeSet<String>, RecordField) {
         match self {
             Self::Signature(bytes) => {
-                let mut hashes = BTreeSet::from([sha256_hex(bytes)]);
+                // The file itself may be the signature: raw, or a DER ECDSA-Sig-Value such
+                // as `openssl pkeyutl -sign` writes.
+                let mut hashes = BTreeSet::new();
+                add_signature_forms(bytes, &mut hashes);
                 collect_der_candidates(bytes, 0, &mut hashes);
                 (hashes, |record| record.signature_sha256.as_ref())
             }
@@ -201,6 +204,19 @@ mod tests {
         let mut hashes = BTreeSet::new();
 
         add_signature_forms(&der, &mut hashes);
+
+        assert!(hashes.contains(&sha256_hex(&raw)));
+    }
+
+    #[test]
+    fn bare_ecdsa_signature_file_yields_raw_form() {
+        let der = vec![0x30, 0x08, 0x02, 0x02, 0x00, 0x81, 0x02, 0x02, 0x01, 0x02];
+        let mut raw = vec![0u8; 64];
+        raw[31] = 0x81;
+        raw[62] = 0x01;
+        raw[63] = 0x02;
+
+        let (hashes, _) = FindQuery::Signature(der).hashes();
 
         assert!(hashes.contains(&sha256_hex(&raw)));
     }

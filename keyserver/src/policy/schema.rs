@@ -34,6 +34,7 @@ pub(super) struct RawAudit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
+    #[serde(deserialize_with = "socket_address")]
     pub listen: SocketAddr,
     pub certificate_chain: String,
     pub private_key: String,
@@ -125,4 +126,16 @@ impl RawClient {
     pub fn take_rules(&mut self) -> RawRules {
         take_rules!(self)
     }
+}
+
+/// Reads `listen`, with an error that shows the expected form.
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid listen address {text:?}: expected IP:PORT, such as 127.0.0.1:4433 or [::1]:4433"
+        ))
+    })
 }

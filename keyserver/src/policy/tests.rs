@@ -358,3 +358,13 @@ fn bad_rules_each_reported() {
         ]
     );
 }
+
+#[test]
+fn listen_without_port_shows_expected_form() {
+    let text = valid_policy().replace("\"127.0.0.1:4433\"", "\"127.0.0.1\"");
+
+    let error = parse(&text).unwrap_err().to_string();
+
+    assert!(error.contains("expected IP:PORT"), "{error}");
+    assert!(error.contains(":2:"), "the line is named: {error}");
+}

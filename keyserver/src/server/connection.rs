@@ -235,7 +235,11 @@ fn authenticate(
     let client = match decision {
         Ok(client) => client,
         Err(response) => {
-            tracing::info!(key_id = %key_id, reason = ?record.reason, "authentication refused");
+            tracing::info!(
+                key_id = %key_id,
+                reason = record.reason.as_deref().unwrap_or("none"),
+                "authentication refused"
+            );
             return (response, None);
         }
     };
