@@ -150,7 +150,7 @@ pub(crate) fn finalize() -> Result<()> {
     Ok(())
 }
 
-/// Checks the arguments of C_Initialize (PKCS#11 v2.40 section 5.4) and tells whether the
+/// Checks the arguments of C_Initialize (PKCS#11 v2.40 section 5.4) and returns whether the
 /// module may create a thread of its own.
 ///
 /// With CKF_LIBRARY_CANT_CREATE_OS_THREADS, as GnuTLS's p11tool sets it, the module creates

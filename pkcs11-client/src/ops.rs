@@ -1,7 +1,7 @@
 //! The work behind each supported PKCS#11 function, on safe Rust types.
 //!
-//! Only login and signing reach the keyserver; every other function is answered from the
-//! catalogue the keyserver sent when the connection was authenticated.
+//! Only login and signing reach the keyserver. Every other function uses the catalogue the
+//! keyserver sent when the connection was authenticated, or runs locally.
 
 use cryptoki_sys::*;
 use keyrelay_protocol::{KeySecret, MechanismEntry, SignRequest};
@@ -26,7 +26,7 @@ pub(crate) enum Signed {
     Signature(Vec<u8>),
 }
 
-/// Fetches the catalogue when the configuration holds a KeySecret and it is still missing.
+/// Fetches the catalogue when the configuration contains a KeySecret and it is still missing.
 ///
 /// A rejected KeySecret leaves the configured token names as the only slots, so that the
 /// caller's C_Login reports CKR_PIN_INCORRECT. Without configured token names there is no
