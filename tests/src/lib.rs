@@ -380,8 +380,9 @@ pub fn require_tool(tool: &str, package: &str) -> Result<()> {
 /// Longest time a tool may run before the test fails: a hang is a bug, never a slow pass.
 const TOOL_TIMEOUT_SECONDS: u32 = 120;
 
-/// Runs `command` under coreutils' `timeout`, so a hanging tool fails the test.
-fn output_with_timeout(command: &Command) -> Result<Output> {
+/// Runs `command` under coreutils' `timeout` and returns its output whatever its exit status,
+/// so a hanging tool fails the test. A timeout is an error.
+pub fn output_within_limit(command: &Command) -> Result<Output> {
     let mut bounded = Command::new("timeout");
     bounded.args(["--kill-after=5", &TOOL_TIMEOUT_SECONDS.to_string()]);
     bounded.arg(command.get_program()).args(command.get_args());
@@ -398,7 +399,7 @@ fn output_with_timeout(command: &Command) -> Result<Output> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("{command:?}"))?;
-    if output.status.code() == Some(124) || output.status.code() == Some(137) {
+    if matches!(output.status.code(), Some(124 | 137)) {
         bail!("{command:?} did not finish within {TOOL_TIMEOUT_SECONDS} s");
     }
     Ok(output)
@@ -406,7 +407,7 @@ fn output_with_timeout(command: &Command) -> Result<Output> {
 
 /// Runs a command and returns its output, failing with both output streams if it fails.
 pub fn run(command: &mut Command) -> Result<Output> {
-    let output = output_with_timeout(command)?;
+    let output = output_within_limit(command)?;
     if !output.status.success() {
         bail!(
             "{command:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
@@ -420,7 +421,7 @@ pub fn run(command: &mut Command) -> Result<Output> {
 
 /// Runs a command expected to fail and returns its combined output.
 pub fn run_failing(command: &mut Command) -> Result<String> {
-    let output = output_with_timeout(command)?;
+    let output = output_within_limit(command)?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

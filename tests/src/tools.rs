@@ -565,30 +565,4 @@ pub fn standard_plan() -> TokenPlan {
     plan
 }
 
-/// Maximum time a tool may run here before the test fails: a hang is a bug, not a slow pass.
-const TOOL_TIMEOUT_SECONDS: u32 = 120;
-
-/// Runs `command` under coreutils' `timeout` and returns its output whatever its exit status,
-/// for tests that compare how two backends fail. A timeout is an error.
-pub fn output_within_limit(command: &mut Command) -> Result<std::process::Output> {
-    let mut bounded = Command::new("timeout");
-    bounded.args(["--kill-after=5", &TOOL_TIMEOUT_SECONDS.to_string()]);
-    bounded.arg(command.get_program()).args(command.get_args());
-    for (name, value) in command.get_envs() {
-        match value {
-            Some(value) => bounded.env(name, value),
-            None => bounded.env_remove(name),
-        };
-    }
-    if let Some(dir) = command.get_current_dir() {
-        bounded.current_dir(dir);
-    }
-    let output = bounded
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("{command:?}"))?;
-    if matches!(output.status.code(), Some(124 | 137)) {
-        bail!("{command:?} did not finish within {TOOL_TIMEOUT_SECONDS} s");
-    }
-    Ok(output)
-}
+pub use crate::output_within_limit;

@@ -119,7 +119,7 @@ fn probe(env: &ToolEnv, backend: Backend, token: &str, case: &str) -> Result<Com
 
 /// Runs `case` through `backend` and returns its `result` value.
 fn observe(env: &ToolEnv, backend: Backend, token: &str, case: &str) -> Result<Value> {
-    let output = output_within_limit(&mut probe(env, backend, token, case)?)?;
+    let output = output_within_limit(&probe(env, backend, token, case)?)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let Some(line) = stdout.lines().last() else {
         bail!(

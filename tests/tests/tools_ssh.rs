@@ -164,7 +164,7 @@ fn login(env: &ToolEnv, backend: Backend, sshd: &Sshd) -> Result<std::process::O
             "root@127.0.0.1",
             "echo logged-in",
         ]);
-    output_within_limit(&mut command)
+    output_within_limit(&command)
 }
 
 #[test]

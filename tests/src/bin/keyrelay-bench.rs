@@ -198,7 +198,7 @@ fn measure_side(env: &BenchEnv, side: Side, phase: &str, plan: Plan) -> Result<V
             plan.iterations.to_string(),
             plan.throughput_duration.as_secs_f64().to_string(),
         ]);
-    let output = output_within_limit(&mut command)?;
+    let output = output_within_limit(&command)?;
     if !output.status.success() {
         bail!(
             "the {} {phase} measurement failed with {}:\n{}",
