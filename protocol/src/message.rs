@@ -79,7 +79,7 @@ pub struct SignRequest {
     pub mechanism: u64,
     /// The mechanism's parameter, decoded from its C structure.
     pub parameter: MechanismParameter,
-    /// What the server signs.
+    /// The bytes to sign.
     pub input: SignInput,
 }
 
@@ -139,7 +139,7 @@ pub enum Response {
     Error(ErrorReply),
 }
 
-/// Everything the module needs to answer slot, token, object and mechanism queries locally.
+/// Everything the module needs to handle slot, token, object and mechanism queries locally.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalogue {
     /// Maximum length of [`SignInput::Data`] the server accepts.
@@ -223,7 +223,7 @@ pub enum AttributeValue {
     Sensitive,
 }
 
-/// Why a request failed.
+/// The reason a request failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
     /// Machine-readable reason.
@@ -240,13 +240,13 @@ pub struct ErrorReply {
 pub struct ErrorCode(pub u16);
 
 impl ErrorCode {
-    /// The KeyId is unknown or the KeySecret does not match. Which of the two is not told.
+    /// The KeyId is unknown or the KeySecret does not match. The reply does not say which.
     pub const AUTHENTICATION_FAILED: Self = Self(1);
     /// The server does not speak the protocol version in the Hello.
     pub const UNSUPPORTED_VERSION: Self = Self(2);
     /// A request other than Hello arrived before authentication succeeded.
     pub const NOT_AUTHENTICATED: Self = Self(3);
-    /// The key does not exist or the KeyId may not use it. Which of the two is not told.
+    /// The key does not exist or the KeyId may not use it. The reply does not say which.
     pub const KEY_NOT_ALLOWED: Self = Self(4);
     /// The mechanism is not supported for this key or not allowed by the policy.
     pub const MECHANISM_INVALID: Self = Self(5);
