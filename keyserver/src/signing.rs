@@ -22,6 +22,8 @@ use cryptoki_sys::*;
 use keyrelay_protocol::{ErrorCode, MechanismParameter, SignInput};
 
 use crate::audit::mechanism_name;
+use crate::digest_info;
+use crate::policy::DigestAlgorithm;
 
 /// Minimum PKCS#1 v1.5 padding in bytes: CKM_RSA_PKCS signs at most the modulus length
 /// minus this.
@@ -92,85 +94,6 @@ impl BaseMechanism {
     }
 }
 
-/// A hash function of the hash-and-sign mechanisms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hash {
-    /// SHA-1.
-    Sha1,
-    /// SHA-224.
-    Sha224,
-    /// SHA-256.
-    Sha256,
-    /// SHA-384.
-    Sha384,
-    /// SHA-512.
-    Sha512,
-}
-
-impl Hash {
-    /// Every hash, for lookups.
-    pub const ALL: [Self; 5] = [
-        Self::Sha1,
-        Self::Sha224,
-        Self::Sha256,
-        Self::Sha384,
-        Self::Sha512,
-    ];
-
-    /// Digest length in bytes.
-    pub fn digest_len(self) -> usize {
-        match self {
-            Self::Sha1 => 20,
-            Self::Sha224 => 28,
-            Self::Sha256 => 32,
-            Self::Sha384 => 48,
-            Self::Sha512 => 64,
-        }
-    }
-
-    /// The digest mechanism, such as CKM_SHA256.
-    pub fn ckm(self) -> u64 {
-        match self {
-            Self::Sha1 => CKM_SHA_1,
-            Self::Sha224 => CKM_SHA224,
-            Self::Sha256 => CKM_SHA256,
-            Self::Sha384 => CKM_SHA384,
-            Self::Sha512 => CKM_SHA512,
-        }
-    }
-
-    /// DER prefix of a DigestInfo for this hash (RFC 8017, section 9.2, note 1): the
-    /// digest follows it.
-    pub fn digest_info_prefix(self) -> &'static [u8] {
-        match self {
-            Self::Sha1 => &[
-                0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
-                0x14,
-            ],
-            Self::Sha224 => &DIGEST_INFO_SHA2[0],
-            Self::Sha256 => &DIGEST_INFO_SHA2[1],
-            Self::Sha384 => &DIGEST_INFO_SHA2[2],
-            Self::Sha512 => &DIGEST_INFO_SHA2[3],
-        }
-    }
-}
-
-/// DigestInfo prefixes of SHA-224, SHA-256, SHA-384 and SHA-512, whose OIDs are
-/// 2.16.840.1.101.3.4.2.4, .1, .2 and .3.
-const DIGEST_INFO_SHA2: [[u8; 19]; 4] = [
-    digest_info_sha2(0x2d, 0x04, 0x1c),
-    digest_info_sha2(0x31, 0x01, 0x20),
-    digest_info_sha2(0x41, 0x02, 0x30),
-    digest_info_sha2(0x51, 0x03, 0x40),
-];
-
-const fn digest_info_sha2(total: u8, oid_last: u8, digest_len: u8) -> [u8; 19] {
-    [
-        0x30, total, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-        oid_last, 0x05, 0x00, 0x04, digest_len,
-    ]
-}
-
 /// How the server serves one client mechanism.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientMechanism {
@@ -182,7 +105,7 @@ pub struct ClientMechanism {
     /// The backend mechanism that produces the signature.
     pub base: BaseMechanism,
     /// The hash the client applies first, for hash-and-sign mechanisms.
-    pub hash: Option<Hash>,
+    pub hash: Option<DigestAlgorithm>,
 }
 
 /// Builds a table entry named after its CKM_* constant.
@@ -204,22 +127,62 @@ macro_rules! client {
 /// so the backend cannot be asked whether it supports it.
 pub const CLIENT_MECHANISMS: [ClientMechanism; 18] = [
     client!(CKM_RSA_PKCS, Rsa, RsaPkcs, None),
-    client!(CKM_SHA1_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha1)),
-    client!(CKM_SHA224_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha224)),
-    client!(CKM_SHA256_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha256)),
-    client!(CKM_SHA384_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha384)),
-    client!(CKM_SHA512_RSA_PKCS, Rsa, RsaPkcs, Some(Hash::Sha512)),
+    client!(CKM_SHA1_RSA_PKCS, Rsa, RsaPkcs, Some(DigestAlgorithm::Sha1)),
+    client!(
+        CKM_SHA224_RSA_PKCS,
+        Rsa,
+        RsaPkcs,
+        Some(DigestAlgorithm::Sha224)
+    ),
+    client!(
+        CKM_SHA256_RSA_PKCS,
+        Rsa,
+        RsaPkcs,
+        Some(DigestAlgorithm::Sha256)
+    ),
+    client!(
+        CKM_SHA384_RSA_PKCS,
+        Rsa,
+        RsaPkcs,
+        Some(DigestAlgorithm::Sha384)
+    ),
+    client!(
+        CKM_SHA512_RSA_PKCS,
+        Rsa,
+        RsaPkcs,
+        Some(DigestAlgorithm::Sha512)
+    ),
     client!(CKM_RSA_PKCS_PSS, Rsa, RsaPkcsPss, None),
-    client!(CKM_SHA1_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha1)),
-    client!(CKM_SHA256_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha256)),
-    client!(CKM_SHA384_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha384)),
-    client!(CKM_SHA512_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Hash::Sha512)),
+    client!(
+        CKM_SHA1_RSA_PKCS_PSS,
+        Rsa,
+        RsaPkcsPss,
+        Some(DigestAlgorithm::Sha1)
+    ),
+    client!(
+        CKM_SHA256_RSA_PKCS_PSS,
+        Rsa,
+        RsaPkcsPss,
+        Some(DigestAlgorithm::Sha256)
+    ),
+    client!(
+        CKM_SHA384_RSA_PKCS_PSS,
+        Rsa,
+        RsaPkcsPss,
+        Some(DigestAlgorithm::Sha384)
+    ),
+    client!(
+        CKM_SHA512_RSA_PKCS_PSS,
+        Rsa,
+        RsaPkcsPss,
+        Some(DigestAlgorithm::Sha512)
+    ),
     client!(CKM_ECDSA, Ec, Ecdsa, None),
-    client!(CKM_ECDSA_SHA1, Ec, Ecdsa, Some(Hash::Sha1)),
-    client!(CKM_ECDSA_SHA224, Ec, Ecdsa, Some(Hash::Sha224)),
-    client!(CKM_ECDSA_SHA256, Ec, Ecdsa, Some(Hash::Sha256)),
-    client!(CKM_ECDSA_SHA384, Ec, Ecdsa, Some(Hash::Sha384)),
-    client!(CKM_ECDSA_SHA512, Ec, Ecdsa, Some(Hash::Sha512)),
+    client!(CKM_ECDSA_SHA1, Ec, Ecdsa, Some(DigestAlgorithm::Sha1)),
+    client!(CKM_ECDSA_SHA224, Ec, Ecdsa, Some(DigestAlgorithm::Sha224)),
+    client!(CKM_ECDSA_SHA256, Ec, Ecdsa, Some(DigestAlgorithm::Sha256)),
+    client!(CKM_ECDSA_SHA384, Ec, Ecdsa, Some(DigestAlgorithm::Sha384)),
+    client!(CKM_ECDSA_SHA512, Ec, Ecdsa, Some(DigestAlgorithm::Sha512)),
     client!(CKM_EDDSA, Edwards, Eddsa, None),
 ];
 
@@ -306,7 +269,7 @@ fn check_parameter(
     };
     match (entry.base, parameter) {
         (BaseMechanism::RsaPkcsPss, MechanismParameter::RsaPss { hash, mgf, .. }) => {
-            if Hash::ALL.iter().all(|h| h.ckm() != *hash) {
+            if DigestAlgorithm::ALL.iter().all(|h| h.ckm() != *hash) {
                 return invalid("the PSS hash is not SHA-1 or SHA-2");
             }
             if entry.hash.is_some_and(|h| h.ckm() != *hash) {
@@ -344,8 +307,11 @@ fn payload(
         (None, SignInput::Data(data)) => {
             check_data_len(kind, data, max_input_len)?;
             if let MechanismParameter::RsaPss { hash, .. } = parameter {
-                let hash = Hash::ALL.iter().find(|h| h.ckm() == *hash).copied();
-                check_digest_len(hash.unwrap_or(Hash::Sha256), data)?;
+                let hash = DigestAlgorithm::ALL
+                    .iter()
+                    .find(|h| h.ckm() == *hash)
+                    .copied();
+                check_digest_len(hash.unwrap_or(DigestAlgorithm::Sha256), data)?;
             }
             Ok(data.clone())
         }
@@ -380,13 +346,13 @@ fn check_data_len(kind: KeyKind, data: &[u8], max_input_len: u32) -> Result<(), 
     Err(Rejection::new(ErrorCode::INPUT_INVALID, message))
 }
 
-fn check_digest_len(hash: Hash, digest: &[u8]) -> Result<(), Rejection> {
-    if digest.len() == hash.digest_len() {
+fn check_digest_len(hash: DigestAlgorithm, digest: &[u8]) -> Result<(), Rejection> {
+    if digest.len() == hash.output_len() {
         return Ok(());
     }
     let message = format!(
         "a {hash:?} digest is {} bytes, not {}",
-        hash.digest_len(),
+        hash.output_len(),
         digest.len()
     );
     Err(Rejection::new(ErrorCode::INPUT_INVALID, message))
@@ -394,12 +360,8 @@ fn check_digest_len(hash: Hash, digest: &[u8]) -> Result<(), Rejection> {
 
 /// Builds the DER DigestInfo that CKM_SHAx_RSA_PKCS signs: the hash's algorithm identifier
 /// followed by `digest`.
-pub fn digest_info(hash: Hash, digest: &[u8]) -> Vec<u8> {
-    let prefix = hash.digest_info_prefix();
-    let mut info = Vec::with_capacity(prefix.len() + digest.len());
-    info.extend_from_slice(prefix);
-    info.extend_from_slice(digest);
-    info
+pub fn digest_info(hash: DigestAlgorithm, digest: &[u8]) -> Vec<u8> {
+    digest_info::encode(hash, digest)
 }
 
 #[cfg(test)]

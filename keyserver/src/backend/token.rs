@@ -14,7 +14,8 @@ use cryptoki_sys::{
 use keyrelay_protocol::MechanismEntry;
 
 use super::BackendError;
-use crate::signing::{CLIENT_MECHANISMS, Hash};
+use crate::policy::DigestAlgorithm;
+use crate::signing::CLIENT_MECHANISMS;
 
 /// Loads a PKCS#11 module and initializes it for use from several threads.
 pub(super) fn load_module(path: &Path) -> Result<Pkcs11, BackendError> {
@@ -103,7 +104,7 @@ pub(super) fn signing_mechanisms(
             mechanisms.insert(entry.ckm, mechanism_entry(entry.ckm, &own, operations));
         }
     }
-    for hash in Hash::ALL {
+    for hash in DigestAlgorithm::ALL {
         let info = probe(context, slot, hash.ckm())?;
         if let Some(info) = info.filter(MechanismInfo::digest) {
             mechanisms.insert(hash.ckm(), mechanism_entry(hash.ckm(), &info, CKF_DIGEST));

@@ -70,16 +70,20 @@ impl DigestAlgorithm {
         Self::ALL.into_iter().find(|d| d.name() == name)
     }
 
+    /// Returns the digest mechanism, such as CKM_SHA256.
+    pub fn ckm(self) -> u64 {
+        match self {
+            Self::Sha1 => ck::CKM_SHA_1,
+            Self::Sha224 => ck::CKM_SHA224,
+            Self::Sha256 => ck::CKM_SHA256,
+            Self::Sha384 => ck::CKM_SHA384,
+            Self::Sha512 => ck::CKM_SHA512,
+        }
+    }
+
     /// Finds the algorithm of a CKM_SHA* digest mechanism, as a PSS parameter names it.
     pub fn from_hash_mechanism(mechanism: u64) -> Option<Self> {
-        match mechanism {
-            ck::CKM_SHA_1 => Some(Self::Sha1),
-            ck::CKM_SHA224 => Some(Self::Sha224),
-            ck::CKM_SHA256 => Some(Self::Sha256),
-            ck::CKM_SHA384 => Some(Self::Sha384),
-            ck::CKM_SHA512 => Some(Self::Sha512),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|d| d.ckm() == mechanism)
     }
 
     /// Finds the algorithm whose digest is `len` bytes long.

@@ -21,19 +21,15 @@ fn pss(hash: u64, mgf: u64) -> MechanismParameter {
 }
 
 #[test]
-fn digest_info_prefixes_frame_their_digest() {
-    for hash in Hash::ALL {
-        let info = digest_info(hash, &digest(hash.digest_len()));
+fn digest_info_frames_each_digest() {
+    for hash in DigestAlgorithm::ALL {
+        let info = digest_info(hash, &digest(hash.output_len()));
         // A DER SEQUENCE whose length covers the whole DigestInfo, ending in an OCTET STRING
         // of the digest's length.
         assert_eq!(info[0], 0x30, "{hash:?}");
         assert_eq!(usize::from(info[1]), info.len() - 2, "{hash:?}");
-        let prefix = hash.digest_info_prefix();
-        assert_eq!(
-            usize::from(prefix[prefix.len() - 1]),
-            hash.digest_len(),
-            "{hash:?}"
-        );
+        let octet_string_len = info[info.len() - hash.output_len() - 1];
+        assert_eq!(usize::from(octet_string_len), hash.output_len(), "{hash:?}");
     }
 }
 
@@ -41,8 +37,9 @@ fn digest_info_prefixes_frame_their_digest() {
 fn sha256_digest_info_holds_its_oid() {
     // 2.16.840.1.101.3.4.2.1, the OID of SHA-256, DER-encoded.
     let oid_sha256 = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
-    assert_eq!(&Hash::Sha256.digest_info_prefix()[6..15], &oid_sha256);
-    assert_eq!(digest_info(Hash::Sha256, &digest(32)).len(), 51);
+    let info = digest_info(DigestAlgorithm::Sha256, &digest(32));
+    assert_eq!(&info[6..15], &oid_sha256);
+    assert_eq!(info.len(), 51);
 }
 
 #[test]
@@ -85,7 +82,10 @@ fn sha384_rsa_wraps_digest() {
     )
     .unwrap();
     assert_eq!(op.mechanism, BaseMechanism::RsaPkcs);
-    assert_eq!(op.payload, digest_info(Hash::Sha384, &digest(48)));
+    assert_eq!(
+        op.payload,
+        digest_info(DigestAlgorithm::Sha384, &digest(48))
+    );
 }
 
 #[test]
