@@ -2,6 +2,7 @@
 //! allowlist lets it see, and nothing else.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use keyrelay_protocol::{Catalogue, MechanismEntry, TokenEntry};
 
@@ -17,16 +18,19 @@ use crate::signing::ClientMechanism;
 /// sharing its CKA_ID), and the client mechanisms for the key types among them that the
 /// backend token supports.
 pub fn build(backend: &Backend, client: &ClientPolicy, max_input_len: u32) -> Catalogue {
-    let mut keys_by_token: BTreeMap<&str, Vec<&Key>> = BTreeMap::new();
+    let mut keys_by_token: BTreeMap<String, Vec<Arc<Key>>> = BTreeMap::new();
     for key in client.keys.iter().filter_map(|name| backend.key(name)) {
-        keys_by_token.entry(&key.token).or_default().push(key);
+        keys_by_token
+            .entry(key.token.clone())
+            .or_default()
+            .push(key);
     }
     for keys in keys_by_token.values_mut() {
         keys.sort_by_key(|key| key.token_order());
     }
     let mut tokens: Vec<TokenEntry> = keys_by_token
         .into_iter()
-        .filter_map(|(name, keys)| Some(token_entry(backend.token(name)?, &keys)))
+        .filter_map(|(name, keys)| Some(token_entry(backend.token(&name)?, &keys)))
         .collect();
     tokens.sort_by_key(|token| token.slot_id);
     Catalogue {
@@ -35,7 +39,7 @@ pub fn build(backend: &Backend, client: &ClientPolicy, max_input_len: u32) -> Ca
     }
 }
 
-fn token_entry(token: &Token, keys: &[&Key]) -> TokenEntry {
+fn token_entry(token: &Token, keys: &[Arc<Key>]) -> TokenEntry {
     let (manufacturer, model, serial_number) = token.description();
     TokenEntry {
         name: token.name.clone(),
@@ -49,7 +53,7 @@ fn token_entry(token: &Token, keys: &[&Key]) -> TokenEntry {
 }
 
 /// Lists the sign mechanisms that suit at least one of `keys`, and the digest mechanisms.
-fn mechanisms(token: &Token, keys: &[&Key]) -> Vec<MechanismEntry> {
+fn mechanisms(token: &Token, keys: &[Arc<Key>]) -> Vec<MechanismEntry> {
     let usable = |entry: &&MechanismEntry| match ClientMechanism::find(entry.mechanism) {
         Some(mechanism) => keys.iter().any(|key| mechanism.applies_to(key.kind)),
         None => true,

@@ -6,9 +6,10 @@
 //! policy in force when it arrives. An invalid file is rejected with an error log line and
 //! the old policy stays in force.
 //!
-//! A reload may change clients, environments and access rules. Changes to `[server]`,
-//! `[audit]`, `[tokens]`, or to which keys exist and where they are, need a restart, because
-//! the tokens are opened and the keys resolved once, at startup.
+//! A reload may change clients, environments and access rules, and add keys: a new key is
+//! resolved on its already-open token before the new policy goes into force. Changes to
+//! `[server]`, `[audit]` or `[tokens]`, or to the token, label or id of an existing key, need
+//! a restart, because the tokens are opened and existing keys resolved once, at startup.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -18,6 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{AuditLog, sha256_hex};
 use crate::auth::Authenticator;
+use crate::backend::Backend;
 use crate::policy::{Policy, PolicyError};
 use crate::server::Service;
 
@@ -86,6 +88,9 @@ pub enum ReloadError {
     /// The new file changes something that only a restart applies.
     #[error("{0} changed; restart the keyserver to apply that change")]
     NeedsRestart(&'static str),
+    /// A key the new file adds cannot be used on its token.
+    #[error("a key added by the new file cannot be used: {0}")]
+    Backend(#[from] crate::backend::BackendError),
 }
 
 /// Loads the policy at `path` and puts it in force if it validates and needs no restart, then
@@ -94,13 +99,22 @@ pub enum ReloadError {
 /// # Errors
 ///
 /// A [`ReloadError`]; the old policy then stays in force.
-pub fn reload(path: &Path, handle: &PolicyHandle, audit: &AuditLog) -> Result<bool, ReloadError> {
+pub fn reload(
+    path: &Path,
+    handle: &PolicyHandle,
+    audit: &AuditLog,
+    backend: &Backend,
+) -> Result<bool, ReloadError> {
     let current = handle.current();
     let new = PolicyState::load(path)?;
     if new.sha256 == current.sha256 {
         return Ok(false);
     }
     check_restart_free(&current.policy, &new.policy)?;
+    let added = backend.add_keys(&new.policy)?;
+    if !added.is_empty() {
+        tracing::info!(keys = ?added, "keys added by the reload resolved on their tokens");
+    }
     let sha256 = new.sha256.clone();
     let clients = new.policy.clients.len();
     handle.replace(new);
@@ -136,15 +150,17 @@ fn check_restart_free(old: &Policy, new: &Policy) -> Result<(), ReloadError> {
     if !tokens_same {
         return Err(ReloadError::NeedsRestart("the [tokens] tables"));
     }
-    // NOTE: adding a key needs the backend to resolve it on its open token, which it only
-    // does at startup, so new keys and changed key locations wait for a restart.
-    let keys_same = old.keys.len() == new.keys.len()
-        && old.keys.iter().zip(&new.keys).all(|((n1, k1), (n2, k2))| {
-            n1 == n2 && k1.token == k2.token && k1.locator == k2.locator
-        });
-    if !keys_same {
+    // New keys are resolved on their open tokens by the reload, and removed ones simply
+    // fall out of use. A key that keeps its name must keep its place, because the backend
+    // resolved that name once.
+    let keys_moved = old.keys.iter().any(|(name, old_key)| {
+        new.keys.get(name).is_some_and(|new_key| {
+            new_key.token != old_key.token || new_key.locator != old_key.locator
+        })
+    });
+    if keys_moved {
         return Err(ReloadError::NeedsRestart(
-            "the set of keys or their token, label or id",
+            "the token, label or id of an existing key",
         ));
     }
     Ok(())
@@ -176,8 +192,9 @@ pub fn spawn_watcher(
             }
             last_seen = seen.unwrap_or_default();
             let (path, service) = (path.clone(), service.clone());
-            let task =
-                tokio::task::spawn_blocking(move || reload(&path, &service.policy, &service.audit));
+            let task = tokio::task::spawn_blocking(move || {
+                reload(&path, &service.policy, &service.audit, &service.backend)
+            });
             match task.await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::error!(

@@ -1,5 +1,5 @@
 //! Policy reload during a signing load: a valid and an invalid file, SIGHUP and file change,
-//! with no failed request.
+//! with no failed request; and a reload that adds a key.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use keyrelay_tests::policy::{replace_policy, sign_ok, wait_for_log};
-use keyrelay_tests::{Harness, SecretSource, run};
-use softhsm_fixtures::RSA_SIGNING_LABEL;
+use keyrelay_tests::{Harness, SecretSource, TOKEN_NAME, run};
+use softhsm_fixtures::{EC_SIGNING_LABEL, RSA_OTHER_LABEL, RSA_SIGNING_LABEL};
 
 /// Signing threads that run while the policy changes.
 const SIGNERS: usize = 3;
@@ -62,5 +62,42 @@ fn reload_during_load_fails_no_request() -> Result<()> {
         .filter(|r| r["event"] == "anchor" && r["anchor"]["cause"] == "reload")
         .count();
     assert_eq!(reload_anchors, 2, "{records:#?}");
+    Ok(())
+}
+
+#[test]
+fn reload_adds_key_without_restart() -> Result<()> {
+    let other_key = format!(
+        "[keys.{RSA_OTHER_LABEL}]\ntoken = \"{TOKEN_NAME}\"\nlabel = \"{RSA_OTHER_LABEL}\"\n\
+         environment = \"test\"\n\n"
+    );
+    let without_key = other_key.clone();
+    let harness = Harness::start_with_policy(move |text| text.replace(&without_key, ""))?;
+    let config = harness.client_config(&harness.credential, SecretSource::File)?;
+    let started = std::fs::read_to_string(harness.policy())?;
+    assert!(
+        !started.contains(&other_key),
+        "the key is absent at startup"
+    );
+    let pid = harness.server_pid();
+
+    let granted = started
+        .replace("[[clients]]", &format!("{other_key}[[clients]]"))
+        .replace(
+            &format!("keys = [\"{RSA_SIGNING_LABEL}\", \"{EC_SIGNING_LABEL}\"]"),
+            &format!(
+                "keys = [\"{RSA_SIGNING_LABEL}\", \"{EC_SIGNING_LABEL}\", \"{RSA_OTHER_LABEL}\"]"
+            ),
+        );
+    replace_policy(&harness, &granted)?;
+    wait_for_log(&harness, "policy reloaded", 1)?;
+
+    sign_ok(&harness, &config, RSA_OTHER_LABEL, "SHA256-RSA-PKCS")?;
+    assert_eq!(harness.server_pid(), pid, "the keyserver was not restarted");
+    assert!(
+        harness.server_log().contains("keys added by the reload"),
+        "{}",
+        harness.server_log()
+    );
     Ok(())
 }

@@ -16,6 +16,7 @@ mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use cryptoki::context::{Function, Pkcs11};
 use cryptoki::error::{Error, Rv, RvError};
@@ -241,7 +242,8 @@ impl Key {
 #[derive(Debug)]
 pub struct Backend {
     tokens: BTreeMap<String, Token>,
-    keys: BTreeMap<String, Key>,
+    /// Resolved keys. A policy reload may add keys, never remove or change them.
+    keys: RwLock<BTreeMap<String, Arc<Key>>>,
     contexts: Vec<Pkcs11>,
 }
 
@@ -271,15 +273,45 @@ impl Backend {
         let mut keys = BTreeMap::new();
         for (name, key_policy) in &policy.keys {
             let key = resolve_key(&tokens[&key_policy.token], name, key_policy)?;
-            keys.insert(name.clone(), key);
+            keys.insert(name.clone(), Arc::new(key));
         }
-        check_handles(&keys)?;
+        check_handles(keys.values().map(|key| &**key))?;
         let contexts = contexts.into_values().collect();
         Ok(Self {
             tokens,
-            keys,
+            keys: RwLock::new(keys),
             contexts,
         })
+    }
+
+    /// Resolves the keys of `policy` that are not resolved yet, on their already-open
+    /// tokens, and returns their names. Blocks. A policy reload calls this before it puts a
+    /// policy with new keys in force; nothing changes if any new key fails.
+    ///
+    /// # Errors
+    ///
+    /// Any [`BackendError`] of resolving a key, and [`BackendError::HandleCollision`].
+    pub fn add_keys(&self, policy: &Policy) -> Result<Vec<String>, BackendError> {
+        let mut added = BTreeMap::new();
+        for (name, key_policy) in &policy.keys {
+            if self.key(name).is_some() {
+                continue;
+            }
+            // The reload lets no token change, and the policy names only known tokens, so
+            // the token is open; a key on any other token stays unresolved and unusable.
+            let Some(token) = self.tokens.get(&key_policy.token) else {
+                continue;
+            };
+            added.insert(name.clone(), resolve_key(token, name, key_policy)?);
+        }
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        check_handles(keys.values().map(|key| &**key).chain(added.values()))?;
+        let names = added.keys().cloned().collect();
+        keys.extend(added.into_iter().map(|(name, key)| (name, Arc::new(key))));
+        Ok(names)
     }
 
     /// Returns the token named `name`.
@@ -288,8 +320,12 @@ impl Backend {
     }
 
     /// Returns the key named `name`.
-    pub fn key(&self, name: &str) -> Option<&Key> {
-        self.keys.get(name)
+    pub fn key(&self, name: &str) -> Option<Arc<Key>> {
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.get(name).cloned()
     }
 
     /// Signs with `key`. Blocks until a session of its token is free.
@@ -529,9 +565,9 @@ fn object_entry(
 }
 
 /// Fails if two objects of one token map to the same client handle.
-fn check_handles(keys: &BTreeMap<String, Key>) -> Result<(), BackendError> {
+fn check_handles<'a>(keys: impl Iterator<Item = &'a Key>) -> Result<(), BackendError> {
     let mut owners: HashMap<(&str, u64), &str> = HashMap::new();
-    for key in keys.values() {
+    for key in keys {
         for object in &key.objects {
             let slot = (key.token.as_str(), object.handle);
             match owners.insert(slot, &key.name) {

@@ -236,7 +236,7 @@ fn decide_and_sign(context: &ClientContext, request: &SignRequest) -> Outcome {
         })?;
         service
             .backend
-            .sign(key, &operation)
+            .sign(&key, &operation)
             .map_err(backend_failure)
     });
     Outcome {
