@@ -37,9 +37,9 @@ impl FindQuery {
     ///
     /// # Errors
     ///
-    /// [`AuditError::Open`] if the file cannot be read.
+    /// [`AuditError::SignatureFile`] if the file cannot be read.
     pub fn signature_file(path: &Path) -> Result<Self, AuditError> {
-        let bytes = std::fs::read(path).map_err(|source| AuditError::Open {
+        let bytes = std::fs::read(path).map_err(|source| AuditError::SignatureFile {
             path: path.to_owned(),
             source,
         })?;

@@ -72,6 +72,14 @@ pub enum AuditError {
         /// What is wrong.
         message: String,
     },
+    /// A signature file given to `audit find` cannot be read.
+    #[error("cannot read signature file {}: {source}", path.display())]
+    SignatureFile {
+        /// Path of the signature file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The audit key file cannot be used.
     #[error("audit key {}: {message}", path.display())]
     Key {

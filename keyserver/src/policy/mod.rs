@@ -619,6 +619,11 @@ impl Validator<'_> {
                 "must name at least one key",
             );
         }
+        // An environment that no key has is most likely a typo, so the message says so.
+        let typo_hint = match key_environments.values().any(|known| known == environment) {
+            true => String::new(),
+            false => format!("; no key belongs to \"{environment}\", so check it for a typo"),
+        };
         for name in names.get_ref() {
             match key_environments.get(name.get_ref()) {
                 None => {
@@ -629,7 +634,7 @@ impl Validator<'_> {
                     let message = format!(
                         "client {} is bound to environment \"{environment}\" but key \"{}\" \
                          belongs to environment \"{key_environment}\"; a client may only use \
-                         keys of its own environment, so give it a separate credential",
+                         keys of its own environment, so give it a separate credential{typo_hint}",
                         raw.key_id.get_ref(),
                         name.get_ref()
                     );

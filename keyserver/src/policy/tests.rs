@@ -368,3 +368,19 @@ fn listen_without_port_shows_expected_form() {
     assert!(error.contains("expected IP:PORT"), "{error}");
     assert!(error.contains(":2:"), "the line is named: {error}");
 }
+
+#[test]
+fn unknown_client_environment_suggests_typo() {
+    let text = valid_policy().replace(
+        "keys = [\"release-rsa\"]\nenvironment = \"release\"",
+        "keys = [\"release-rsa\"]\nenvironment = \"relaese\"",
+    );
+
+    let problems = problems(&text);
+
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].message.contains("check it for a typo"),
+        "{problems:?}"
+    );
+}
