@@ -23,7 +23,7 @@ use keyrelay_protocol::{ErrorCode, MechanismParameter, SignInput};
 
 use crate::audit::mechanism_name;
 use crate::digest_info;
-use crate::policy::DigestAlgorithm;
+use crate::policy::{DigestAlgorithm, DigestSource};
 
 /// Minimum PKCS#1 v1.5 padding in bytes: CKM_RSA_PKCS signs at most the modulus length
 /// minus this.
@@ -122,74 +122,46 @@ macro_rules! client {
 }
 
 /// Every client mechanism the server can serve.
-///
-/// NOTE: CKM_SHA224_RSA_PKCS_PSS is missing because cryptoki 0.12 has no MechanismType for it,
-/// so the backend cannot be asked whether it supports it.
-pub const CLIENT_MECHANISMS: [ClientMechanism; 18] = [
-    client!(CKM_RSA_PKCS, Rsa, RsaPkcs, None),
-    client!(CKM_SHA1_RSA_PKCS, Rsa, RsaPkcs, Some(DigestAlgorithm::Sha1)),
-    client!(
-        CKM_SHA224_RSA_PKCS,
-        Rsa,
-        RsaPkcs,
-        Some(DigestAlgorithm::Sha224)
-    ),
-    client!(
-        CKM_SHA256_RSA_PKCS,
-        Rsa,
-        RsaPkcs,
-        Some(DigestAlgorithm::Sha256)
-    ),
-    client!(
-        CKM_SHA384_RSA_PKCS,
-        Rsa,
-        RsaPkcs,
-        Some(DigestAlgorithm::Sha384)
-    ),
-    client!(
-        CKM_SHA512_RSA_PKCS,
-        Rsa,
-        RsaPkcs,
-        Some(DigestAlgorithm::Sha512)
-    ),
-    client!(CKM_RSA_PKCS_PSS, Rsa, RsaPkcsPss, None),
-    client!(
-        CKM_SHA1_RSA_PKCS_PSS,
-        Rsa,
-        RsaPkcsPss,
-        Some(DigestAlgorithm::Sha1)
-    ),
-    client!(
-        CKM_SHA256_RSA_PKCS_PSS,
-        Rsa,
-        RsaPkcsPss,
-        Some(DigestAlgorithm::Sha256)
-    ),
-    client!(
-        CKM_SHA384_RSA_PKCS_PSS,
-        Rsa,
-        RsaPkcsPss,
-        Some(DigestAlgorithm::Sha384)
-    ),
-    client!(
-        CKM_SHA512_RSA_PKCS_PSS,
-        Rsa,
-        RsaPkcsPss,
-        Some(DigestAlgorithm::Sha512)
-    ),
-    client!(CKM_ECDSA, Ec, Ecdsa, None),
-    client!(CKM_ECDSA_SHA1, Ec, Ecdsa, Some(DigestAlgorithm::Sha1)),
-    client!(CKM_ECDSA_SHA224, Ec, Ecdsa, Some(DigestAlgorithm::Sha224)),
-    client!(CKM_ECDSA_SHA256, Ec, Ecdsa, Some(DigestAlgorithm::Sha256)),
-    client!(CKM_ECDSA_SHA384, Ec, Ecdsa, Some(DigestAlgorithm::Sha384)),
-    client!(CKM_ECDSA_SHA512, Ec, Ecdsa, Some(DigestAlgorithm::Sha512)),
-    client!(CKM_EDDSA, Edwards, Eddsa, None),
-];
+pub const CLIENT_MECHANISMS: [ClientMechanism; 19] = {
+    use DigestAlgorithm::{Sha1, Sha224, Sha256, Sha384, Sha512};
+    [
+        client!(CKM_RSA_PKCS, Rsa, RsaPkcs, None),
+        client!(CKM_SHA1_RSA_PKCS, Rsa, RsaPkcs, Some(Sha1)),
+        client!(CKM_SHA224_RSA_PKCS, Rsa, RsaPkcs, Some(Sha224)),
+        client!(CKM_SHA256_RSA_PKCS, Rsa, RsaPkcs, Some(Sha256)),
+        client!(CKM_SHA384_RSA_PKCS, Rsa, RsaPkcs, Some(Sha384)),
+        client!(CKM_SHA512_RSA_PKCS, Rsa, RsaPkcs, Some(Sha512)),
+        client!(CKM_RSA_PKCS_PSS, Rsa, RsaPkcsPss, None),
+        client!(CKM_SHA1_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Sha1)),
+        client!(CKM_SHA224_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Sha224)),
+        client!(CKM_SHA256_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Sha256)),
+        client!(CKM_SHA384_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Sha384)),
+        client!(CKM_SHA512_RSA_PKCS_PSS, Rsa, RsaPkcsPss, Some(Sha512)),
+        client!(CKM_ECDSA, Ec, Ecdsa, None),
+        client!(CKM_ECDSA_SHA1, Ec, Ecdsa, Some(Sha1)),
+        client!(CKM_ECDSA_SHA224, Ec, Ecdsa, Some(Sha224)),
+        client!(CKM_ECDSA_SHA256, Ec, Ecdsa, Some(Sha256)),
+        client!(CKM_ECDSA_SHA384, Ec, Ecdsa, Some(Sha384)),
+        client!(CKM_ECDSA_SHA512, Ec, Ecdsa, Some(Sha512)),
+        client!(CKM_EDDSA, Edwards, Eddsa, None),
+    ]
+};
 
 impl ClientMechanism {
     /// Returns the entry for `ckm`, if the server can serve it.
     pub fn find(ckm: u64) -> Option<&'static Self> {
         CLIENT_MECHANISMS.iter().find(|entry| entry.ckm == ckm)
+    }
+
+    /// Where the policy's digest rules find this mechanism's digest algorithm.
+    pub fn digest_source(&self) -> DigestSource {
+        match (self.hash, self.base) {
+            (Some(hash), _) => DigestSource::Fixed(hash),
+            (None, BaseMechanism::RsaPkcs) => DigestSource::DigestInfo,
+            (None, BaseMechanism::RsaPkcsPss) => DigestSource::PssParameter,
+            (None, BaseMechanism::Ecdsa) => DigestSource::DigestLength,
+            (None, BaseMechanism::Eddsa) => DigestSource::Intrinsic,
+        }
     }
 
     /// Tells whether keys of `kind` sign with this mechanism.

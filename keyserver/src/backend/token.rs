@@ -132,6 +132,9 @@ fn probe(context: &Pkcs11, slot: Slot, ckm: u64) -> Result<Option<MechanismInfo>
 ///
 /// cryptoki 0.12's `MechanismType::try_from` does not know the SHA-224 mechanisms and logs an
 /// error for each unknown value, so the constants are matched here instead.
+///
+/// NOTE: cryptoki 0.12 has no constant for CKM_SHA224_RSA_PKCS_PSS, so the backend is never
+/// asked about it and keyrelay never offers it.
 fn mechanism_type(ckm: u64) -> Option<MechanismType> {
     const KNOWN: [MechanismType; 23] = [
         MechanismType::RSA_PKCS,

@@ -17,6 +17,7 @@ use toml::value::Datetime;
 
 use super::Validator;
 use super::schema::RawRules;
+use crate::signing::{CLIENT_MECHANISMS, ClientMechanism};
 
 /// A hash function that a signature covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,88 +114,22 @@ pub enum DigestSource {
     Intrinsic,
 }
 
-/// The signing mechanisms that policy rules may name, with where their digest comes from.
-const MECHANISMS: [(u64, &str, DigestSource); 19] = {
-    use DigestAlgorithm::*;
-    use DigestSource::*;
-    [
-        (ck::CKM_RSA_PKCS, "CKM_RSA_PKCS", DigestInfo),
-        (ck::CKM_SHA1_RSA_PKCS, "CKM_SHA1_RSA_PKCS", Fixed(Sha1)),
-        (
-            ck::CKM_SHA224_RSA_PKCS,
-            "CKM_SHA224_RSA_PKCS",
-            Fixed(Sha224),
-        ),
-        (
-            ck::CKM_SHA256_RSA_PKCS,
-            "CKM_SHA256_RSA_PKCS",
-            Fixed(Sha256),
-        ),
-        (
-            ck::CKM_SHA384_RSA_PKCS,
-            "CKM_SHA384_RSA_PKCS",
-            Fixed(Sha384),
-        ),
-        (
-            ck::CKM_SHA512_RSA_PKCS,
-            "CKM_SHA512_RSA_PKCS",
-            Fixed(Sha512),
-        ),
-        (ck::CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS", PssParameter),
-        (
-            ck::CKM_SHA1_RSA_PKCS_PSS,
-            "CKM_SHA1_RSA_PKCS_PSS",
-            Fixed(Sha1),
-        ),
-        (
-            ck::CKM_SHA224_RSA_PKCS_PSS,
-            "CKM_SHA224_RSA_PKCS_PSS",
-            Fixed(Sha224),
-        ),
-        (
-            ck::CKM_SHA256_RSA_PKCS_PSS,
-            "CKM_SHA256_RSA_PKCS_PSS",
-            Fixed(Sha256),
-        ),
-        (
-            ck::CKM_SHA384_RSA_PKCS_PSS,
-            "CKM_SHA384_RSA_PKCS_PSS",
-            Fixed(Sha384),
-        ),
-        (
-            ck::CKM_SHA512_RSA_PKCS_PSS,
-            "CKM_SHA512_RSA_PKCS_PSS",
-            Fixed(Sha512),
-        ),
-        (ck::CKM_ECDSA, "CKM_ECDSA", DigestLength),
-        (ck::CKM_ECDSA_SHA1, "CKM_ECDSA_SHA1", Fixed(Sha1)),
-        (ck::CKM_ECDSA_SHA224, "CKM_ECDSA_SHA224", Fixed(Sha224)),
-        (ck::CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256", Fixed(Sha256)),
-        (ck::CKM_ECDSA_SHA384, "CKM_ECDSA_SHA384", Fixed(Sha384)),
-        (ck::CKM_ECDSA_SHA512, "CKM_ECDSA_SHA512", Fixed(Sha512)),
-        (ck::CKM_EDDSA, "CKM_EDDSA", Intrinsic),
-    ]
-};
-
-/// Returns the CKM_* value of a mechanism named in a policy: a name from the table above or
-/// a `0x` hex value for a vendor mechanism.
+/// Returns the CKM_* value of a mechanism named in a policy: the name of a mechanism the
+/// keyserver can serve, or a `0x` hex value for a vendor mechanism.
 pub fn mechanism_from_name(name: &str) -> Option<u64> {
     if let Some(hex) = name.strip_prefix("0x") {
         return u64::from_str_radix(hex, 16).ok();
     }
-    MECHANISMS
+    CLIENT_MECHANISMS
         .iter()
-        .find(|(_, known, _)| *known == name)
-        .map(|(value, _, _)| *value)
+        .find(|known| known.name == name)
+        .map(|known| known.ckm)
 }
 
 /// Returns where the digest algorithm of `mechanism` comes from, or `None` for a mechanism
 /// the rules do not know.
 pub fn digest_source(mechanism: u64) -> Option<DigestSource> {
-    MECHANISMS
-        .iter()
-        .find(|(value, _, _)| *value == mechanism)
-        .map(|(_, _, source)| *source)
+    ClientMechanism::find(mechanism).map(ClientMechanism::digest_source)
 }
 
 /// Signature quotas. Windows are fixed: the current UTC minute and the current UTC day.
@@ -324,7 +259,7 @@ impl Validator<'_> {
                     allowed.insert(value);
                 }
                 None => {
-                    let known: Vec<&str> = MECHANISMS.iter().map(|(_, n, _)| *n).collect();
+                    let known: Vec<&str> = CLIENT_MECHANISMS.iter().map(|m| m.name).collect();
                     let message = format!(
                         "unknown mechanism \"{}\"; use one of {} or a 0x hex value",
                         name.get_ref(),
@@ -417,8 +352,9 @@ mod tests {
 
     #[test]
     fn mechanism_names_round_trip() {
-        for (value, name, _) in MECHANISMS {
-            assert_eq!(mechanism_from_name(name), Some(value), "{name}");
+        for mechanism in CLIENT_MECHANISMS {
+            let name = mechanism.name;
+            assert_eq!(mechanism_from_name(name), Some(mechanism.ckm), "{name}");
         }
         assert_eq!(mechanism_from_name("0x80000001"), Some(0x8000_0001));
         assert_eq!(mechanism_from_name("CKM_MD5_RSA_PKCS"), None);
