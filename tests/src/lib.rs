@@ -6,7 +6,7 @@
 //!
 //! The binaries come from the same target folder as the test executable, so run
 //! `cargo build --workspace` before `cargo test --workspace`. A missing binary or tool fails
-//! the test with a message that says what to build or install; nothing is skipped.
+//! the test with a message that names what to build or install; nothing is skipped.
 
 #![forbid(unsafe_code)]
 
@@ -35,7 +35,7 @@ pub const TOKEN_NAME: &str = "demo";
 const BACKEND_LABEL: &str = "keyrelay-e2e";
 
 /// How long the keyserver may take to start.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client credential generated for one test.
 #[derive(Clone)]
@@ -85,7 +85,7 @@ fn random_hex(len: usize) -> String {
 pub enum SecretSource {
     /// The PIN given to C_Login is the KeySecret; the config lists the token names.
     Pin,
-    /// The config names a file that holds the KeySecret.
+    /// The config names a file that contains the KeySecret.
     File,
     /// Neither: the caller sets `KEYRELAY_KEY_SECRET` in the environment.
     Environment,
@@ -324,23 +324,36 @@ fn start_keyserver(dir: &Path, policy: &Path, token: &TokenFixture) -> Result<(C
         .stderr(log)
         .spawn()
         .context("cannot start the keyserver")?;
+    match wait_until_ready(&mut server, &ready, &dir.join("keyserver.log")) {
+        Ok(address) => Ok((server, address)),
+        Err(error) => {
+            let _ = server.kill();
+            let _ = server.wait();
+            Err(error)
+        }
+    }
+}
+
+/// Waits until a starting keyserver writes its bound address to `ready`, and returns it.
+/// Fails, quoting the keyserver's `log`, if it exits first or takes longer than
+/// [`START_TIMEOUT`]; the caller then stops it.
+pub fn wait_until_ready(server: &mut Child, ready: &Path, log: &Path) -> Result<SocketAddr> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let address = fs::read_to_string(&ready)
+        let address = fs::read_to_string(ready)
             .ok()
             .and_then(|text| text.trim().parse().ok());
         if let Some(address) = address {
-            return Ok((server, address));
+            return Ok(address);
         }
         if let Some(status) = server.try_wait()? {
-            let log = fs::read_to_string(dir.join("keyserver.log")).unwrap_or_default();
+            let log = fs::read_to_string(log).unwrap_or_default();
             bail!("the keyserver exited with {status} before it was ready:\n{log}");
         }
         if Instant::now() > deadline {
-            let _ = server.kill();
             bail!("the keyserver was not ready within {START_TIMEOUT:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -377,7 +390,7 @@ pub fn require_tool(tool: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
-/// Longest time a tool may run before the test fails: a hang is a bug, never a slow pass.
+/// Maximum time a tool may run before the test fails, because a hang is a bug, not a slow pass.
 const TOOL_TIMEOUT_SECONDS: u32 = 120;
 
 /// Runs `command` under coreutils' `timeout` and returns its output whatever its exit status,

@@ -26,9 +26,6 @@ use tempfile::TempDir;
 
 use crate::{Credential, SecretSource, build_artifact, module_path, require_tool, run};
 
-/// How long the keyserver may take to write its ready file.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long the keyserver may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -350,26 +347,17 @@ impl ToolEnv {
             .stderr(log)
             .spawn()
             .context("cannot start the keyserver")?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let address = fs::read_to_string(&ready)
-                .ok()
-                .and_then(|text| text.trim().parse().ok());
-            if let Some(address) = address {
+        match crate::wait_until_ready(&mut server, &ready, &log_path) {
+            Ok(address) => {
                 self.address = address;
                 self.server = Some(server);
-                return Ok(());
+                Ok(())
             }
-            if let Some(status) = server.try_wait()? {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("the keyserver exited with {status} before it was ready:\n{log}");
-            }
-            if Instant::now() > deadline {
+            Err(error) => {
                 drop(server.stdin.take());
                 let _ = server.wait();
-                bail!("the keyserver was not ready within {START_TIMEOUT:?}");
+                Err(error)
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

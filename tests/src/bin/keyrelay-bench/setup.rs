@@ -23,9 +23,6 @@ use softhsm_fixtures::{
 };
 use tempfile::TempDir;
 
-/// How long the keyserver may take to write its ready file.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long the keyserver may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -169,24 +166,13 @@ fn spawn_keyserver(
         });
     }
     let mut server = command.spawn().context("cannot start the keyserver")?;
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let address: Option<SocketAddr> = fs::read_to_string(&ready)
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
-        if let Some(address) = address {
-            return Ok((server, address));
-        }
-        if let Some(status) = server.try_wait()? {
-            let log = fs::read_to_string(&log_path).unwrap_or_default();
-            bail!("the keyserver exited with {status} before it was ready:\n{log}");
-        }
-        if Instant::now() > deadline {
+    match keyrelay_tests::wait_until_ready(&mut server, &ready, &log_path) {
+        Ok(address) => Ok((server, address)),
+        Err(error) => {
             let _ = server.kill();
             let _ = server.wait();
-            bail!("the keyserver was not ready within {START_TIMEOUT:?}");
+            Err(error)
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
