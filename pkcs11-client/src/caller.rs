@@ -13,7 +13,7 @@ use ring::digest;
 /// Replacement for a redacted value.
 const REDACTED: &str = "<redacted>";
 
-/// Longest command-line argument sent, in bytes; longer ones are cut.
+/// Maximum length of a command-line argument sent, in bytes. Longer ones are cut.
 const MAX_ARGUMENT_LEN: usize = 1024;
 
 /// Most command-line arguments sent; the rest are dropped.
@@ -80,7 +80,8 @@ fn read_trimmed(path: &str) -> String {
 
 /// Returns the user name of the process's real user id, from the passwd database.
 fn os_user() -> String {
-    // SAFETY: getuid cannot fail and touches no memory of ours.
+    // SAFETY: getuid takes no pointers, so it cannot touch memory of ours; POSIX says it
+    // cannot fail.
     let uid = unsafe { libc::getuid() };
     let mut entry: libc::passwd = zeroed_passwd();
     let mut buffer = vec![0 as libc::c_char; 4096];
@@ -166,7 +167,7 @@ fn redact(arguments: Vec<String>) -> Vec<String> {
     redacted
 }
 
-/// Redacts one argument and tells whether the next argument is its secret value.
+/// Redacts one argument and returns whether the next argument is its secret value.
 fn redact_one(argument: &str) -> (String, bool) {
     if argument.starts_with("pass:") {
         return (format!("pass:{REDACTED}"), false);

@@ -71,7 +71,7 @@ pub(crate) unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
     })
 }
 
-/// C_GetSlotList (5.5). Every slot holds a token, so `token_present` changes nothing.
+/// C_GetSlotList (5.5). Every slot has a token, so `token_present` changes nothing.
 pub(crate) unsafe extern "C" fn C_GetSlotList(
     _token_present: CK_BBOOL,
     list: *mut CK_SLOT_ID,
@@ -185,7 +185,7 @@ pub(crate) unsafe extern "C" fn C_Logout(session: CK_SESSION_HANDLE) -> CK_RV {
     guard("C_Logout", || ops::logout(session))
 }
 
-/// C_GetAttributeValue (5.7), answered from the catalogue.
+/// C_GetAttributeValue (5.7), read from the catalogue.
 pub(crate) unsafe extern "C" fn C_GetAttributeValue(
     session: CK_SESSION_HANDLE,
     object: CK_OBJECT_HANDLE,
@@ -227,7 +227,7 @@ pub(crate) unsafe extern "C" fn C_FindObjects(
         }
         let found = ops::find_objects(session, ffi::to_usize(max)?)?;
         let mut written = found.len() as CK_ULONG;
-        // SAFETY: `objects` holds `max >= found.len()` handles.
+        // SAFETY: `objects` has room for `max >= found.len()` handles.
         unsafe { ffi::write_list(&found, objects, &mut written) }?;
         *count = written;
         Ok(())
@@ -386,7 +386,7 @@ pub(crate) unsafe extern "C" fn C_DigestFinal(
     })
 }
 
-/// Writes a digest by the two-call convention and tells whether it was written, which ends
+/// Writes a digest by the two-call convention and returns whether it was written, which ends
 /// the operation, rather than only sized.
 ///
 /// # Safety

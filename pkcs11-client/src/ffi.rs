@@ -263,7 +263,7 @@ mod tests {
     fn write_sized_rejects_short_buffer() {
         let mut buffer = [0u8; 2];
         let mut len: CK_ULONG = 2;
-        // SAFETY: `buffer` holds `len` bytes.
+        // SAFETY: `buffer` has room for `len` bytes.
         let result = unsafe { write_sized(&[1, 2, 3], buffer.as_mut_ptr(), &mut len) };
         assert!(matches!(result, Err(Error::BufferTooSmall)));
         assert_eq!(len, 3);
@@ -274,7 +274,7 @@ mod tests {
     fn write_sized_copies_into_large_buffer() {
         let mut buffer = [0u8; 4];
         let mut len: CK_ULONG = 4;
-        // SAFETY: `buffer` holds `len` bytes.
+        // SAFETY: `buffer` has room for `len` bytes.
         unsafe { write_sized(&[1, 2, 3], buffer.as_mut_ptr(), &mut len) }.unwrap();
         assert_eq!(len, 3);
         assert_eq!(buffer, [1, 2, 3, 0]);

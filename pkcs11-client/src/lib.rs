@@ -77,7 +77,7 @@ pub unsafe extern "C" fn C_GetInterfaceList(
             return Err(error::Error::BufferTooSmall);
         }
         for (index, interface) in interfaces.iter().enumerate() {
-            // SAFETY: `list` holds `capacity >= interfaces.len()` entries.
+            // SAFETY: `list` has room for `capacity >= interfaces.len()` entries.
             unsafe { list.add(index).write(*interface) };
         }
         Ok(())

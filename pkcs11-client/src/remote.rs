@@ -153,7 +153,7 @@ impl Remote {
             .connect(address, &self.server_name)
             .map_err(|e| Error::Network(format!("cannot connect to {address}: {e}")))?;
         connecting.await.map_err(|e| {
-            // A certificate the CA does not vouch for is a configuration fault: say where.
+            // A certificate the CA does not vouch for is a configuration fault, so name the settings.
             let hint = match e.to_string().contains("invalid peer certificate") {
                 true => "; check ca_certificate and server_name in the client configuration",
                 false => "",
@@ -245,7 +245,7 @@ fn root_store(config: &Config) -> Result<rustls::RootCertStore> {
     }
     if roots.is_empty() {
         return Err(Error::Config(format!(
-            "ca_certificate {} holds no certificate",
+            "ca_certificate {} contains no certificate",
             path.display()
         )));
     }

@@ -90,7 +90,7 @@ pub(crate) fn supports(mechanism: CK_MECHANISM_TYPE) -> bool {
     find(mechanism).is_some()
 }
 
-/// The parameter structure `mechanism` takes. Mechanisms the module cannot forward get
+/// Returns the parameter structure `mechanism` takes. Mechanisms the module cannot forward get
 /// [`ParameterKind::None`], and C_SignInit then rejects the mechanism itself.
 pub(crate) fn parameter_kind(mechanism: CK_MECHANISM_TYPE) -> ParameterKind {
     find(mechanism).map_or(ParameterKind::None, |spec| spec.parameter)
@@ -237,7 +237,7 @@ pub(crate) fn valid_parameter(
 /// Checks the parameter against the mechanism (PKCS#11 v3.0 section 2.1.14 for PSS) and
 /// returns the exact input length it implies for raw RSA-PSS.
 ///
-/// Like SoftHSM2, the module requires MGF1 over the same hash as the message and answers
+/// Like SoftHSM2, the module requires MGF1 over the same hash as the message and rejects
 /// any mismatch with CKR_ARGUMENTS_BAD, so a caller learns at C_SignInit what the backend
 /// would otherwise report only at C_Sign.
 pub(crate) fn check_parameter(

@@ -15,7 +15,7 @@ fn version() -> CK_VERSION {
     }
 }
 
-/// Fills C_GetInfo's answer: PKCS#11 v2.40, this module's name and version.
+/// Fills the CK_INFO of C_GetInfo: PKCS#11 v2.40, this module's name and version.
 pub(crate) fn fill_info(info: &mut CK_INFO) {
     info.cryptokiVersion = CK_VERSION {
         major: 2,
@@ -38,7 +38,7 @@ pub(crate) fn fill_slot_info(token: &TokenEntry, info: &mut CK_SLOT_INFO) {
     info.firmwareVersion = version();
 }
 
-/// Fills C_GetTokenInfo's answer. `sessions` counts the slot's sessions: all, read-write.
+/// Fills the CK_TOKEN_INFO of C_GetTokenInfo. `sessions` counts the slot's sessions: all, read-write.
 ///
 /// The token never reports CKF_WRITE_PROTECTED, because Java's SunPKCS11 opens read-write
 /// sessions, which a write-protected token must refuse. Object creation is refused instead.
@@ -82,7 +82,7 @@ pub(crate) fn fill_mechanism_info(entry: &MechanismEntry, info: &mut CK_MECHANIS
 
 /// Mechanisms reported before the catalogue arrives, which happens when the PIN given to
 /// C_Login is the KeySecret. Java's SunPKCS11 reads the mechanism list before it logs in, so
-/// an empty list would leave it without algorithms. The list holds what common tokens offer
+/// an empty list would leave it without algorithms. The list contains what common tokens offer
 /// (SoftHSM2 among them): hash-and-sign ECDSA is left out because SunPKCS11 falls back to
 /// CKM_ECDSA without it. Key sizes are in PKCS#11's units: bits of modulus for RSA, bits of
 /// field for ECDSA.
